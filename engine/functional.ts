@@ -1,0 +1,65 @@
+/** Eager ops: each call runs a one-node graph on its operands' device (cached by op, attributes, shapes and dtypes). */
+import { Graph } from './graph/graph.ts';
+import type { Attrs, OpName } from './graph/ops.ts';
+import type { Tensor } from './tensor/tensor.ts';
+import type { Device } from './device/device.ts';
+import type { DType } from './dtype/dtype.ts';
+import { DeviceError } from './errors.ts';
+
+const graphs = new Map<string, Graph>();
+const MAX_GRAPHS = 1024;
+
+/** Runs one op on tensors that share a device; absent optional inputs are null. */
+export async function apply(op: OpName, inputs: readonly (Tensor | null)[], attrs: Attrs = {}): Promise<Tensor[]> {
+  const present = inputs.filter((t): t is Tensor => t !== null);
+  const dev = present[0]?.device as Device | undefined;
+  if (!dev || typeof (dev as Device).run !== 'function') throw new DeviceError(`${op}: needs at least one tensor created on a device`);
+  for (const t of present) {
+    if (t.device !== dev) throw new DeviceError(`${op}: operands are on different devices (${dev.name} and ${t.device.name})`);
+  }
+  let key = op + JSON.stringify(attrs);
+  for (const t of inputs) key += t ? `|${t.dtype}[${t.shape}]` : '|-';
+  let g = graphs.get(key);
+  if (!g) {
+    g = new Graph(op);
+    const ins = inputs.map((t, i) => (t ? g!.input(`x${i}`, t.dtype, t.shape) : null));
+    g.output(...g.op(op, ins, attrs));
+    if (graphs.size >= MAX_GRAPHS) graphs.delete(graphs.keys().next().value!);
+    graphs.set(key, g);
+  }
+  return dev.run(g, present);
+}
+
+const one = async (op: OpName, inputs: readonly (Tensor | null)[], attrs: Attrs = {}) => (await apply(op, inputs, attrs))[0];
+
+export const matmul = (a: Tensor, b: Tensor) => one('MatMul', [a, b]);
+export const add = (a: Tensor, b: Tensor) => one('Add', [a, b]);
+export const sub = (a: Tensor, b: Tensor) => one('Sub', [a, b]);
+export const mul = (a: Tensor, b: Tensor) => one('Mul', [a, b]);
+export const div = (a: Tensor, b: Tensor) => one('Div', [a, b]);
+export const softmax = (x: Tensor, axis = -1) => one('Softmax', [x], { axis });
+export const layerNorm = (x: Tensor, scale: Tensor, bias: Tensor | null = null, epsilon = 1e-5) => one('LayerNormalization', [x, scale, bias], { epsilon });
+export const rmsNorm = (x: Tensor, scale: Tensor, epsilon = 1e-6) => one('RMSNorm', [x, scale], { epsilon });
+export const gelu = (x: Tensor, approximate: 'none' | 'tanh' = 'none') => one('Gelu', [x], { approximate });
+export const silu = (x: Tensor) => one('SiLU', [x]);
+export const sigmoid = (x: Tensor) => one('Sigmoid', [x]);
+export const gather = (data: Tensor, indices: Tensor, axis = 0) => one('Gather', [data, indices], { axis });
+export const reshape = (x: Tensor, shape: readonly number[]) => one('Reshape', [x], { shape });
+export const transpose = (x: Tensor, perm?: readonly number[]) => one('Transpose', [x], perm ? { perm } : {});
+export const cast = (x: Tensor, to: DType) => one('Cast', [x], { to });
+export const attention = (q: Tensor, k: Tensor, v: Tensor, opts: { causal?: boolean; scale?: number } = {}) =>
+  one('Attention', [q, k, v], { causal: opts.causal ?? false, ...(opts.scale !== undefined ? { scale: opts.scale } : {}) });
+
+/** int8/uint8 product with int32 accumulation; zero points are optional scalars. */
+export const matmulInteger = (a: Tensor, b: Tensor, aZeroPoint: Tensor | null = null, bZeroPoint: Tensor | null = null) =>
+  one('MatMulInteger', [a, b, aZeroPoint, bZeroPoint]);
+
+/** fp32 -> { y: uint8, scale: fp32 scalar, zeroPoint: uint8 scalar }. */
+export async function dynamicQuantizeLinear(x: Tensor): Promise<{ y: Tensor; scale: Tensor; zeroPoint: Tensor }> {
+  const [y, scale, zeroPoint] = await apply('DynamicQuantizeLinear', [x]);
+  return { y, scale, zeroPoint };
+}
+
+/** A [.., K] fp32 times a 4-bit block-quantized weight in MatMulNBits layout (see engine/graph/ops.ts). */
+export const matmulNBits = (a: Tensor, packed: Tensor, scales: Tensor, opts: { K: number; N: number; blockSize?: number; zeroPoints?: Tensor | null }) =>
+  one('MatMulNBits', [a, packed, scales, opts.zeroPoints ?? null], { K: opts.K, N: opts.N, blockSize: opts.blockSize ?? 32, bits: 4 });

@@ -1,0 +1,313 @@
+/**
+ * The engine's op set (names and semantics from the ONNX operator spec, plus RMSNorm, SiLU and Attention from the
+ * Llama family): shape and dtype inference, so a bad call fails with a typed error before any kernel runs.
+ * Every op is differentiable with a textbook gradient or is integer-only (quantization), which keeps reverse-mode
+ * training over this same set possible.
+ */
+import { DTypeError, ShapeError } from '../errors.ts';
+import type { DType } from '../dtype/dtype.ts';
+import type { Value } from './graph.ts';
+
+export type AttrValue = number | boolean | string | readonly number[];
+export type Attrs = Readonly<Record<string, AttrValue>>;
+export interface ValueType {
+  dtype: DType;
+  shape: readonly number[];
+}
+type In = Value | null;
+
+export interface OpSpec {
+  /** Inputs that may be null (absent optional inputs). */
+  readonly optional?: readonly number[];
+  infer(inputs: readonly In[], attrs: Attrs): ValueType[];
+}
+
+export const FLOATS: readonly DType[] = ['fp32', 'fp16', 'bf16'];
+
+// ---- helpers ---------------------------------------------------------------------------------------
+
+function req(op: string, inputs: readonly In[], n: number, optional: readonly number[] = []): Value[] {
+  if (inputs.length < n - optional.length || inputs.length > n) {
+    throw new ShapeError(op, inputs.map((v) => v?.shape ?? []), `expects ${n} inputs, got ${inputs.length}`);
+  }
+  inputs.forEach((v, i) => {
+    if (!v && !optional.includes(i)) throw new ShapeError(op, [], `input ${i} is required`);
+  });
+  return inputs as Value[];
+}
+
+function dtypeIn(op: string, v: Value, allowed: readonly DType[], what = v.name): void {
+  if (!allowed.includes(v.dtype)) throw new DTypeError(op, [v.dtype], `${what} must be one of ${allowed.join('/')}`);
+}
+
+function sameDType(op: string, vs: readonly Value[]): DType {
+  const d = vs[0].dtype;
+  if (vs.some((v) => v.dtype !== d)) throw new DTypeError(op, vs.map((v) => v.dtype), 'operands must share one dtype');
+  return d;
+}
+
+export function normAxis(op: string, axis: number, rank: number, shape: readonly number[]): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= rank) throw new ShapeError(op, [shape], `axis ${axis} out of range for rank ${rank}`);
+  return a;
+}
+
+/** numpy broadcasting of two shapes. */
+export function broadcastShapes(op: string, a: readonly number[], b: readonly number[]): number[] {
+  const r = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < r; i++) {
+    const x = a[a.length - r + i] ?? 1;
+    const y = b[b.length - r + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) throw new ShapeError(op, [a, b], `cannot broadcast dimension ${x} against ${y}`);
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+
+/** [..., M, K] x [..., K, N] -> [..., M, N] with broadcast batch dimensions. */
+function matmulShape(op: string, a: readonly number[], b: readonly number[]): number[] {
+  if (a.length < 2 || b.length < 2) throw new ShapeError(op, [a, b], 'operands need rank >= 2');
+  const [m, k] = a.slice(-2);
+  const [k2, n] = b.slice(-2);
+  if (k !== k2) throw new ShapeError(op, [a, b], `inner dimensions differ (${k} vs ${k2})`);
+  return [...broadcastShapes(op, a.slice(0, -2), b.slice(0, -2)), m, n];
+}
+
+function attrNum(op: string, attrs: Attrs, key: string, dflt?: number): number {
+  const v = attrs[key] ?? dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ShapeError(op, [], `attribute '${key}' must be a finite number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+const unaryFloat = (op: string): OpSpec => ({
+  infer(inputs) {
+    const [x] = req(op, inputs, 1);
+    dtypeIn(op, x, FLOATS);
+    return [{ dtype: x.dtype, shape: x.shape }];
+  },
+});
+
+const binaryFloat = (op: string): OpSpec => ({
+  infer(inputs) {
+    const [a, b] = req(op, inputs, 2);
+    const d = sameDType(op, [a, b]);
+    dtypeIn(op, a, FLOATS, 'operands');
+    return [{ dtype: d, shape: broadcastShapes(op, a.shape, b.shape) }];
+  },
+});
+
+// ---- the op set -----------------------------------------------------------------------------------
+
+export const OPS = {
+  MatMul: {
+    infer(inputs) {
+      const [a, b] = req('MatMul', inputs, 2);
+      const d = sameDType('MatMul', [a, b]);
+      dtypeIn('MatMul', a, FLOATS, 'operands');
+      return [{ dtype: d, shape: matmulShape('MatMul', a.shape, b.shape) }];
+    },
+  },
+
+  /** int8/uint8 operands, optional scalar zero points, exact int32 accumulation. */
+  MatMulInteger: {
+    optional: [2, 3],
+    infer(inputs) {
+      const [a, b, az, bz] = req('MatMulInteger', inputs, 4, [2, 3]);
+      dtypeIn('MatMulInteger', a, ['int8', 'uint8'], 'A');
+      dtypeIn('MatMulInteger', b, ['int8', 'uint8'], 'B');
+      for (const [z, of] of [[az, a], [bz, b]] as const) {
+        if (!z) continue;
+        if (z.dtype !== of.dtype) throw new DTypeError('MatMulInteger', [z.dtype, of.dtype], 'a zero point must have its operand\'s dtype');
+        if (z.shape.length !== 0) throw new ShapeError('MatMulInteger', [z.shape], 'zero points must be scalars (per-tensor)');
+      }
+      return [{ dtype: 'int32', shape: matmulShape('MatMulInteger', a.shape, b.shape) }];
+    },
+  },
+
+  /** fp32 -> (uint8 y, fp32 scale, uint8 zeroPoint) over the tensor's [min(0,x), max(0,x)] range. */
+  DynamicQuantizeLinear: {
+    infer(inputs) {
+      const [x] = req('DynamicQuantizeLinear', inputs, 1);
+      dtypeIn('DynamicQuantizeLinear', x, ['fp32']);
+      return [
+        { dtype: 'uint8', shape: x.shape },
+        { dtype: 'fp32', shape: [] },
+        { dtype: 'uint8', shape: [] },
+      ];
+    },
+  },
+
+  /**
+   * A [..., K] fp32 times a 4-bit block-quantized B^T: packed codes uint8 [N, K/blockSize, blockSize/2],
+   * scales fp32 [N * K/blockSize], optional packed zero points uint8 [N * ceil((K/blockSize)/2)] (default 8).
+   * Layout as in onnxruntime's com.microsoft MatMulNBits.
+   */
+  MatMulNBits: {
+    optional: [3],
+    infer(inputs, attrs) {
+      const op = 'MatMulNBits';
+      const [a, b, scales, zp] = req(op, inputs, 4, [3]);
+      const K = attrNum(op, attrs, 'K');
+      const N = attrNum(op, attrs, 'N');
+      const bs = attrNum(op, attrs, 'blockSize', 32);
+      if (attrNum(op, attrs, 'bits', 4) !== 4) throw new ShapeError(op, [], 'only bits=4 is supported');
+      if (bs < 16 || (bs & (bs - 1)) !== 0) throw new ShapeError(op, [], `blockSize must be a power of two >= 16, got ${bs}`);
+      dtypeIn(op, a, ['fp32'], 'A');
+      dtypeIn(op, b, ['uint8'], 'B (packed codes)');
+      dtypeIn(op, scales, ['fp32'], 'scales');
+      if (a.shape.length < 1 || a.shape[a.shape.length - 1] !== K) throw new ShapeError(op, [a.shape], `A's last dimension must be K=${K}`);
+      if (K % bs !== 0) throw new ShapeError(op, [a.shape], `K=${K} must be a multiple of blockSize=${bs}`);
+      const nb = K / bs;
+      const want = [N, nb, bs / 2];
+      if (b.shape.join() !== want.join()) throw new ShapeError(op, [b.shape, want], `B must have shape [N, K/blockSize, blockSize/2]`);
+      if (scales.shape.length !== 1 || scales.shape[0] !== N * nb) throw new ShapeError(op, [scales.shape], `scales must have shape [${N * nb}]`);
+      if (zp) {
+        dtypeIn(op, zp, ['uint8'], 'zero points');
+        if (zp.shape.length !== 1 || zp.shape[0] !== N * Math.ceil(nb / 2)) throw new ShapeError(op, [zp.shape], `zero points must have shape [${N * Math.ceil(nb / 2)}]`);
+      }
+      return [{ dtype: 'fp32', shape: [...a.shape.slice(0, -1), N] }];
+    },
+  },
+
+  Add: binaryFloat('Add'),
+  Sub: binaryFloat('Sub'),
+  Mul: binaryFloat('Mul'),
+  Div: binaryFloat('Div'),
+
+  Softmax: {
+    infer(inputs, attrs) {
+      const [x] = req('Softmax', inputs, 1);
+      dtypeIn('Softmax', x, FLOATS);
+      normAxis('Softmax', attrNum('Softmax', attrs, 'axis', -1), x.shape.length, x.shape);
+      return [{ dtype: x.dtype, shape: x.shape }];
+    },
+  },
+
+  /** Over the last axis: (x - mean) / sqrt(var + epsilon) * scale + bias. */
+  LayerNormalization: {
+    optional: [2],
+    infer(inputs, attrs) {
+      const op = 'LayerNormalization';
+      const [x, scale, bias] = req(op, inputs, 3, [2]);
+      attrNum(op, attrs, 'epsilon', 1e-5);
+      return normInfer(op, x, scale, bias);
+    },
+  },
+
+  /** RMSNorm (Zhang & Sennrich 2019, used by Llama): x / sqrt(mean(x^2) + epsilon) * scale over the last axis. */
+  RMSNorm: {
+    infer(inputs, attrs) {
+      const [x, scale] = req('RMSNorm', inputs, 2);
+      attrNum('RMSNorm', attrs, 'epsilon', 1e-6);
+      return normInfer('RMSNorm', x, scale, null);
+    },
+  },
+
+  /** approximate: 'none' (erf) or 'tanh'. */
+  Gelu: {
+    infer(inputs, attrs) {
+      const a = attrs.approximate ?? 'none';
+      if (a !== 'none' && a !== 'tanh') throw new ShapeError('Gelu', [], `approximate must be 'none' or 'tanh', got ${JSON.stringify(a)}`);
+      return unaryFloat('Gelu').infer(inputs, attrs);
+    },
+  },
+  /** x * sigmoid(x), the SwiGLU gate's activation. */
+  SiLU: unaryFloat('SiLU'),
+  Sigmoid: unaryFloat('Sigmoid'),
+
+  /** Rows of data picked by int32 indices along `axis` (embedding lookup). */
+  Gather: {
+    infer(inputs, attrs) {
+      const [data, idx] = req('Gather', inputs, 2);
+      dtypeIn('Gather', idx, ['int32'], 'indices');
+      const axis = normAxis('Gather', attrNum('Gather', attrs, 'axis', 0), data.shape.length, data.shape);
+      return [{ dtype: data.dtype, shape: [...data.shape.slice(0, axis), ...idx.shape, ...data.shape.slice(axis + 1)] }];
+    },
+  },
+
+  /** shape may hold one -1; 0 is a literal zero-sized dimension (ONNX allowzero=1). */
+  Reshape: {
+    infer(inputs, attrs) {
+      const [x] = req('Reshape', inputs, 1);
+      return [{ dtype: x.dtype, shape: reshapeTarget(x.shape, attrs.shape) }];
+    },
+  },
+
+  Transpose: {
+    infer(inputs, attrs) {
+      const [x] = req('Transpose', inputs, 1);
+      const r = x.shape.length;
+      const perm = (attrs.perm as readonly number[] | undefined) ?? [...Array(r).keys()].reverse();
+      const ok = Array.isArray(perm) && perm.length === r && [...perm].sort((p, q) => p - q).every((p, i) => p === i);
+      if (!ok) throw new ShapeError('Transpose', [x.shape], `perm ${JSON.stringify(perm)} is not a permutation of 0..${r - 1}`);
+      return [{ dtype: x.dtype, shape: perm.map((p) => x.shape[p]) }];
+    },
+  },
+
+  /** Between float dtypes (rounding to nearest even), from integers to floats, and widening int8/uint8 to int32. */
+  Cast: {
+    infer(inputs, attrs) {
+      const [x] = req('Cast', inputs, 1);
+      const to = attrs.to as DType;
+      const ints: DType[] = ['int8', 'uint8', 'int32'];
+      if (![...FLOATS, 'int32'].includes(to)) throw new DTypeError('Cast', [String(to)], `target must be one of ${[...FLOATS, 'int32'].join('/')}`);
+      dtypeIn('Cast', x, to === 'int32' ? ints : [...FLOATS, ...ints]);
+      return [{ dtype: to, shape: x.shape }];
+    },
+  },
+
+  /**
+   * Scaled dot-product attention (Vaswani et al. 2017) with grouped-query heads (Ainslie et al. 2023):
+   * q [B, Hq, S, D], k [B, Hkv, T, D], v [B, Hkv, T, Dv] -> [B, Hq, S, Dv]. Causal masking aligns the last
+   * query with the last key, so S new tokens against T >= S cached keys is a decode or chunked-prefill step.
+   */
+  Attention: {
+    infer(inputs, attrs) {
+      const op = 'Attention';
+      const [q, k, v] = req(op, inputs, 3);
+      const d = sameDType(op, [q, k, v]);
+      dtypeIn(op, q, FLOATS, 'q, k, v');
+      const shapes = [q.shape, k.shape, v.shape];
+      if (shapes.some((s) => s.length !== 4)) throw new ShapeError(op, shapes, 'q, k, v must be [batch, heads, seq, headDim]');
+      const [B, Hq, S, D] = q.shape;
+      const [Bk, Hkv, T, Dk] = k.shape;
+      if (Bk !== B || v.shape[0] !== B) throw new ShapeError(op, shapes, 'batch sizes differ');
+      if (Dk !== D) throw new ShapeError(op, shapes, `q and k head dims differ (${D} vs ${Dk})`);
+      if (v.shape[1] !== Hkv || v.shape[2] !== T) throw new ShapeError(op, shapes, 'k and v must agree on heads and length');
+      if (Hkv === 0 || Hq % Hkv !== 0) throw new ShapeError(op, shapes, `query heads (${Hq}) must be a multiple of kv heads (${Hkv})`);
+      if (attrs.causal && T < S) throw new ShapeError(op, shapes, `causal attention needs at least as many keys (${T}) as queries (${S})`);
+      if (attrs.scale !== undefined) attrNum(op, attrs, 'scale');
+      return [{ dtype: d, shape: [B, Hq, S, v.shape[3]] }];
+    },
+  },
+} satisfies Record<string, OpSpec>;
+
+export type OpName = keyof typeof OPS;
+
+function normInfer(op: string, x: Value, scale: Value, bias: Value | null): ValueType[] {
+  dtypeIn(op, x, FLOATS);
+  const last = x.shape[x.shape.length - 1];
+  for (const p of [scale, bias]) {
+    if (!p) continue;
+    if (p.dtype !== x.dtype) throw new DTypeError(op, [x.dtype, p.dtype], `${p.name} must have x's dtype`);
+    if (p.shape.length !== 1 || p.shape[0] !== last) throw new ShapeError(op, [x.shape, p.shape], `${p.name} must be [${last}]`);
+  }
+  return [{ dtype: x.dtype, shape: x.shape }];
+}
+
+export function reshapeTarget(from: readonly number[], target: AttrValue | undefined): number[] {
+  if (!Array.isArray(target) || target.some((d) => !Number.isInteger(d) || d < -1)) {
+    throw new ShapeError('Reshape', [from], `target shape must be integers >= -1, got ${JSON.stringify(target)}`);
+  }
+  const n = from.reduce((p, d) => p * d, 1);
+  const known = target.filter((d) => d !== -1).reduce((p, d) => p * d, 1);
+  const free = target.filter((d) => d === -1).length;
+  if (free > 1) throw new ShapeError('Reshape', [from, target], 'at most one dimension may be -1');
+  if (free === 1) {
+    if (known === 0 || n % known !== 0) throw new ShapeError('Reshape', [from, target], `${n} elements do not divide into the known dimensions`);
+    return target.map((d) => (d === -1 ? n / known : d));
+  }
+  if (known !== n) throw new ShapeError('Reshape', [from, target], `${n} elements cannot take a shape of ${known}`);
+  return [...target];
+}
