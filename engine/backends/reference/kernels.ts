@@ -158,7 +158,11 @@ export function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** ONNX DynamicQuantizeLinear: the range always includes 0, so 0 is exactly representable. */
+/**
+ * ONNX DynamicQuantizeLinear: the range always includes 0, so 0 is exactly representable. An all-zero input
+ * has range 0 and the spec's scale would divide by zero; onnxruntime defines scale = 1 there (y = 0, zero point 0),
+ * and so does this oracle.
+ */
 export function dynamicQuantize(x: Float32Array): { y: Uint8Array; scale: number; zeroPoint: number } {
   let lo = 0;
   let hi = 0;
@@ -167,11 +171,12 @@ export function dynamicQuantize(x: Float32Array): { y: Uint8Array; scale: number
     hi = Math.max(hi, v);
   }
   // float32 arithmetic step by step, as the ONNX spec and onnxruntime compute it
-  const scale = Math.fround(Math.fround(hi - lo) / 255);
+  const range = Math.fround(hi - lo);
+  const scale = range === 0 ? 1 : Math.fround(range / 255);
   const sat = (v: number) => Math.min(255, Math.max(0, v));
-  const zeroPoint = scale === 0 ? 0 : sat(roundHalfEven(Math.fround(-lo / scale)));
+  const zeroPoint = sat(roundHalfEven(Math.fround(-lo / scale)));
   const y = new Uint8Array(x.length);
-  if (scale !== 0) for (let i = 0; i < x.length; i++) y[i] = sat(roundHalfEven(Math.fround(x[i] / scale)) + zeroPoint);
+  for (let i = 0; i < x.length; i++) y[i] = sat(roundHalfEven(Math.fround(x[i] / scale)) + zeroPoint);
   return { y, scale, zeroPoint };
 }
 
