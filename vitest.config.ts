@@ -8,5 +8,7 @@ export default defineConfig({
     // onnxruntime sessions and WebGPU devices are process-wide; one fork keeps memory and threads predictable on 2 cores.
     pool: 'forks',
     fileParallelism: false,
+    // The memory tests compare the tracker with process.memoryUsage() and collect garbage first.
+    execArgv: ['--expose-gc'],
   },
 });
