@@ -60,3 +60,15 @@ export function fmtBytes(n: number): string {
   }
   return u === 0 ? `${n} B` : `${v.toFixed(2)} ${units[u]} (${n} B)`;
 }
+
+/** A kernel refused its data at run time (an index out of range, say): the graph's inputs are untouched. */
+export class KernelError extends ServelabError {
+  override name = 'KernelError';
+  constructor(
+    readonly graph: string,
+    readonly device: string,
+    cause: unknown,
+  ) {
+    super(`${graph} on ${device}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}

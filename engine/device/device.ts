@@ -4,7 +4,8 @@ import type { Graph } from '../graph/graph.ts';
 import { MemoryTracker, type MemoryTag } from '../memory/tracker.ts';
 import { Tensor, numelOf, type DeviceRef } from '../tensor/tensor.ts';
 import { byteSize, type DType } from '../dtype/dtype.ts';
-import { DeviceError, DTypeError, OutOfMemoryError, ShapeError } from '../errors.ts';
+import { pack4, packInt4 } from '../dtype/packed4.ts';
+import { DeviceError, DTypeError, KernelError, OutOfMemoryError, ServelabError, ShapeError } from '../errors.ts';
 
 export interface TensorOptions {
   tag?: MemoryTag;
@@ -32,6 +33,25 @@ export class Device implements DeviceRef {
 
   empty(shape: readonly number[], dtype: DType = 'fp32', opts: TensorOptions = {}): Tensor {
     return Tensor.empty(this, shape, dtype, opts.tag ?? 'activations', opts.label ?? '');
+  }
+
+  /**
+   * A packed 4-bit tensor from its codes (nf4: 0..15 indices into NF4_CODE; int4: -8..7). Rows must hold an even
+   * number of codes so that each row starts on a byte, which every 4-bit kernel reads row by row.
+   */
+  packed(codes: ArrayLike<number>, shape: readonly number[], dtype: 'int4' | 'nf4', opts: TensorOptions = {}): Tensor {
+    const last = shape[shape.length - 1];
+    if (shape.length === 0 || last % 2 !== 0) {
+      throw new ShapeError(`pack ${dtype}`, [shape], `the last dimension must be even (two 4-bit codes per byte), got ${last ?? 'a scalar'}`);
+    }
+    if (codes.length !== numelOf(shape)) throw new ShapeError(`pack ${dtype}`, [shape], `${codes.length} codes do not fill the shape`);
+    // Typed-array conversion would wrap silently; check the codes themselves first.
+    const [lo, hi] = dtype === 'nf4' ? [0, 15] : [-8, 7];
+    for (let i = 0; i < codes.length; i++) {
+      if (!Number.isInteger(codes[i]) || codes[i] < lo || codes[i] > hi) throw new DTypeError(`pack ${dtype}`, [dtype], `code ${codes[i]} at index ${i} is outside ${lo}..${hi}`);
+    }
+    const bytes = dtype === 'nf4' ? pack4(Uint8Array.from(codes)) : packInt4(Int8Array.from(codes));
+    return Tensor.adopt(this, shape, dtype, bytes, opts.tag ?? 'weights', opts.label ?? '');
   }
 
   /** A copy of a tensor from any device onto this one, counted by this device's tracker. */
@@ -62,7 +82,12 @@ export class Device implements DeviceRef {
     if (!this.memory.canAllocate(outBytes)) {
       throw new OutOfMemoryError(this.name, outBytes, this.memory.live, this.memory.budget!, tag);
     }
-    const out = await this.backend.run(graph, storages);
+    let out;
+    try {
+      out = await this.backend.run(graph, storages);
+    } catch (e) {
+      throw e instanceof ServelabError ? e : new KernelError(graph.name, this.name, e);
+    }
     return graph.outputs.map((v, i) => Tensor.adopt(this, v.shape, v.dtype, out[i], tag, opts.label ?? v.name));
   }
 

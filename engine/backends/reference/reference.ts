@@ -15,16 +15,33 @@ export function decode(dtype: DType, s: Storage): Float64Array {
   return Float64Array.from(s as ArrayLike<number>);
 }
 
-/** float64 values -> storage, rounding floats to the dtype once (the op's single rounding) and saturating integers. */
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/**
+ * float64 -> float32 rounded to odd (truncate, then set the last bit if anything was dropped). A float32 rounded
+ * to odd then rounded to nearest-even into fp16 or bf16 equals rounding the float64 there directly, because
+ * float32 keeps at least two more bits than either (Boldo & Melquiond 2008); plain fp32 rounding first would
+ * round twice and can land one ulp off.
+ */
+export function roundToOddF32(x: number): number {
+  f32[0] = x;
+  const r = f32[0];
+  if (r === x || Number.isNaN(x)) return r;
+  if (Math.abs(r) > Math.abs(x)) u32[0] -= 1; // step back toward zero: truncation (also turns inf into max finite)
+  u32[0] |= 1;
+  return f32[0];
+}
+
+/** float64 values -> storage, rounding floats to the dtype exactly once (the op's single rounding); integers as they are. */
 export function encode(dtype: DType, v: ArrayLike<number>): Storage {
-  const f32 = () => Float32Array.from(v);
   switch (dtype) {
     case 'fp32':
-      return f32();
+      return Float32Array.from(v);
     case 'fp16':
-      return fp32ArrayToFp16(f32());
+      return fp32ArrayToFp16(Float32Array.from(v, roundToOddF32));
     case 'bf16':
-      return fp32ArrayToBf16(f32());
+      return fp32ArrayToBf16(Float32Array.from(v, roundToOddF32));
     default: {
       const out = storageFor(dtype, v.length);
       (out as Int32Array).set(Array.from(v, Math.round));

@@ -1,0 +1,118 @@
+/** `servelab bench`: GEMM throughput per format, engine overhead and the machine's peak, printed and saved as JSON with targets checked. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { cpuInfo, createDevice, type Device } from '../engine/index.ts';
+import { benchGemm, SHAPES, type GemmResult } from './gemm.ts';
+import { gemmOverhead, tinyOpOverhead, type Overhead } from './overhead.ts';
+import { fp32Peak } from './peak.ts';
+
+export interface Target {
+  name: string;
+  met: boolean;
+  measured: string;
+  goal: string;
+  /** Why a missed target is missed, from what the run measured. */
+  gap?: string;
+}
+
+export interface BenchReport {
+  machine: { cpu: string; cores: number; simd: string[]; peakGflops: number; peakSource: string };
+  device: { name: string; backend: string; placement: Record<string, string>; notes: string[] };
+  results: GemmResult[];
+  overhead: { engineUs: number; rawUs: number; gemm1024: Overhead; tiny: Overhead };
+  targets: Target[];
+  date: string;
+  versions: Record<string, string>;
+}
+
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+export async function runBench(opts: { device?: string; quick?: boolean } = {}): Promise<BenchReport> {
+  const dev: Device = await createDevice(opts.device ?? process.env.SERVELAB_DEVICE ?? 'cpu');
+  const cpu = cpuInfo();
+  log(`servelab bench on ${dev.name} (${cpu.model}, ${cpu.cores} cores)`);
+  const peak = fp32Peak();
+  log(`  fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${peak.source})`);
+  const shapes = opts.quick ? SHAPES.filter(([m, k]) => m <= 256 || k === 4096) : SHAPES;
+  const results: GemmResult[] = [];
+  const formats = ['fp32', 'int8', 'int4'] as const;
+  let step = 0;
+  for (const shape of shapes) {
+    for (const f of formats) {
+      const r = await benchGemm(dev, f, shape);
+      results.push(r);
+      log(`  [${++step}/${shapes.length * formats.length}] ${f.padEnd(4)} ${shape.join('x').padEnd(14)} ${r.ms.toFixed(3).padStart(9)} ms ${r.gflops.toFixed(1).padStart(7)} GFLOP/s`);
+    }
+  }
+  log('  overhead: engine against raw onnxruntime session.run ...');
+  const tiny = await tinyOpOverhead(dev);
+  const gemm1024 = await gemmOverhead(dev);
+  const report: BenchReport = {
+    machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
+    device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },
+    results,
+    overhead: { engineUs: tiny.engineUs, rawUs: tiny.rawUs, tiny, gemm1024 },
+    targets: [],
+    date: new Date().toISOString(),
+    versions: { node: process.versions.node, onnxruntime: (await import('onnxruntime-node')).env.versions.node ?? '' },
+  };
+  report.targets = checkTargets(report);
+  await dev.dispose();
+  return report;
+}
+
+const find = (r: GemmResult[], dtype: string, m: number, k: number) => r.find((x) => x.dtype === dtype && x.m === m && x.k === k);
+
+export function checkTargets(rep: BenchReport): Target[] {
+  const t: Target[] = [];
+  const f2048 = find(rep.results, 'fp32', 2048, 2048);
+  const i2048 = find(rep.results, 'int8', 2048, 2048);
+  const f4096 = find(rep.results, 'fp32', 1, 4096);
+  const q4096 = find(rep.results, 'int4', 1, 4096);
+  if (f2048) {
+    const share = f2048.gflops / rep.machine.peakGflops;
+    t.push({
+      name: 'fp32 GEMM 2048 reaches 60% of peak',
+      met: share >= 0.6,
+      measured: `${f2048.gflops.toFixed(0)} GFLOP/s = ${(share * 100).toFixed(0)}% of ${rep.machine.peakGflops.toFixed(0)}`,
+      goal: '>= 60%',
+      gap: share >= 0.6 ? undefined : `${((0.6 - share) * rep.machine.peakGflops).toFixed(0)} GFLOP/s short`,
+    });
+  }
+  if (f2048 && i2048) {
+    const x = i2048.gflops / f2048.gflops;
+    t.push({ name: 'int8 GEMM 2048 at least 2x fp32', met: x >= 2, measured: `${x.toFixed(2)}x`, goal: '>= 2x', gap: x >= 2 ? undefined : `${(2 - x).toFixed(2)}x short` });
+  }
+  if (f4096 && q4096) {
+    const x = f4096.ms / q4096.ms;
+    t.push({ name: '4-bit decode GEMV 1x4096x4096 at least 5x faster than fp32', met: x >= 5, measured: `${x.toFixed(2)}x (${q4096.ms.toFixed(3)} ms vs ${f4096.ms.toFixed(3)} ms)`, goal: '>= 5x', gap: x >= 5 ? undefined : `${(5 - x).toFixed(2)}x short` });
+  }
+  const g = rep.overhead.gemm1024;
+  const rel = g.engineUs / g.rawUs - 1;
+  t.push({ name: 'engine overhead at GEMM 1024 within 10% of raw onnxruntime', met: rel <= 0.1, measured: `${(rel * 100).toFixed(1)}% (${(g.engineUs / 1000).toFixed(2)} ms vs ${(g.rawUs / 1000).toFixed(2)} ms)`, goal: '<= 10%' });
+  const tiny = rep.overhead.tiny;
+  const abs = tiny.engineUs - tiny.rawUs;
+  t.push({ name: 'engine overhead on a tiny op within 10 us', met: abs <= 10, measured: `+${abs.toFixed(1)} us (${tiny.engineUs.toFixed(1)} us vs ${tiny.rawUs.toFixed(1)} us)`, goal: '<= 10 us' });
+  return t;
+}
+
+export function printReport(rep: BenchReport): void {
+  const out: string[] = [];
+  out.push(`\nmachine: ${rep.machine.cpu}, ${rep.machine.cores} cores, ${rep.machine.simd.join(' ')}`);
+  out.push(`fp32 peak: ${rep.machine.peakGflops.toFixed(0)} GFLOP/s (${rep.machine.peakSource})`);
+  out.push(`device: ${rep.device.name} (${rep.device.backend})`);
+  for (const n of rep.device.notes) out.push(`  note: ${n}`);
+  out.push('\nop                                   dtype  m x k x n             ms     GFLOP/s');
+  for (const r of rep.results) {
+    out.push(`${r.op.padEnd(37)}${r.dtype.padEnd(7)}${`${r.m} x ${r.k} x ${r.n}`.padEnd(18)}${r.ms.toFixed(3).padStart(9)}${r.gflops.toFixed(1).padStart(12)}`);
+  }
+  out.push(`\noverhead: tiny op engine ${rep.overhead.tiny.engineUs.toFixed(1)} us, raw ${rep.overhead.tiny.rawUs.toFixed(1)} us; ` + `GEMM 1024 engine ${(rep.overhead.gemm1024.engineUs / 1000).toFixed(2)} ms, raw ${(rep.overhead.gemm1024.rawUs / 1000).toFixed(2)} ms`);
+  out.push('\ntargets:');
+  for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);
+  console.log(out.join('\n'));
+}
+
+export function saveReport(rep: BenchReport, path: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, JSON.stringify(rep, null, 2) + '\n');
+}

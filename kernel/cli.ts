@@ -1,0 +1,59 @@
+/** The `servelab` command: device, bench and gpu-check (more subcommands join as the lab grows). */
+import { parseArgs } from 'node:util';
+import { ServelabError } from '../engine/index.ts';
+
+const USAGE = `usage: servelab <command> [options]
+
+commands:
+  device                 the selected device: GPU adapter (if any) and CPU (model, cores, SIMD)
+  bench [--json] [--out FILE] [--quick] [--device cpu|webgpu]
+                         GEMM throughput (fp32, int8, 4-bit), engine overhead, fp32 peak; targets checked
+  gpu-check [--out DIR]  pack the WebGPU check into one folder for a GPU machine without Node or network
+
+environment:
+  SERVELAB_DEVICE=auto|cpu|webgpu|reference   device selection (default auto)`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'device': {
+        const { printDevice } = await import('./commands/device.ts');
+        const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean' } } });
+        await printDevice({ json: values.json ?? false });
+        return 0;
+      }
+      case 'bench': {
+        const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean' }, out: { type: 'string' }, quick: { type: 'boolean' }, device: { type: 'string' } } });
+        const { runBench, printReport, saveReport } = await import('../bench/run.ts');
+        const rep = await runBench({ device: values.device, quick: values.quick });
+        if (values.out) saveReport(rep, values.out);
+        if (values.json) console.log(JSON.stringify(rep, null, 2));
+        else printReport(rep);
+        if (values.out) process.stderr.write(`saved ${values.out}\n`);
+        return 0;
+      }
+      case 'gpu-check': {
+        const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } } });
+        const { packGpuCheck } = await import('./commands/gpu_check.ts');
+        await packGpuCheck({ out: values.out });
+        return 0;
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        console.log(USAGE);
+        return cmd === undefined ? 1 : 0;
+      default:
+        console.error(`servelab: unknown command '${cmd}'\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    if (e instanceof ServelabError || (e as Error).name === 'TypeError' && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`servelab ${cmd}: ${(e as Error).message}`);
+      return 2;
+    }
+    throw e;
+  }
+}

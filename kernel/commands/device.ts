@@ -1,0 +1,24 @@
+/** `servelab device`: which device SERVELAB_DEVICE selects, its GPU adapter if any, and the CPU. */
+import { cpuInfo, getDevice, webgpuUnavailable } from '../../engine/index.ts';
+
+export async function printDevice(opts: { json: boolean }): Promise<void> {
+  const dev = await getDevice();
+  const cpu = cpuInfo();
+  const why = await webgpuUnavailable();
+  const info = {
+    selected: { name: dev.name, backend: dev.kind, requested: process.env.SERVELAB_DEVICE ?? 'auto' },
+    webgpu: why === null ? { available: true } : { available: false, reason: why },
+    cpu,
+    notes: dev.notes(),
+  };
+  if (opts.json) {
+    console.log(JSON.stringify(info, null, 2));
+    return;
+  }
+  console.log(`device:  ${dev.name} (backend ${dev.kind}; SERVELAB_DEVICE=${info.selected.requested})`);
+  console.log(`webgpu:  ${why === null ? 'available' : `not available (${why})`}`);
+  console.log(`cpu:     ${cpu.model}, ${cpu.cores} cores${cpu.mhz ? `, ${cpu.mhz} MHz` : ''}`);
+  console.log(`simd:    ${cpu.simd.join(' ') || 'none detected'}`);
+  for (const n of dev.notes()) console.log(`note:    ${n}`);
+  await dev.dispose();
+}
