@@ -1,4 +1,9 @@
 /** onnxruntime-node backends (CPU and WebGPU execution providers): graphs lowered to ONNX, one cached session per graph signature. */
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+// onnxruntime 1.30 otherwise starts telemetry (files under ~/.cache, HTTPS uploads); read when its environment starts.
+process.env.ORT_DISABLE_TELEMETRY ??= '1';
 import * as ort from 'onnxruntime-node';
 import type { Backend, BackendName } from './backend.ts';
 import type { Graph } from '../graph/graph.ts';
@@ -13,7 +18,12 @@ const ORT_TYPE = { fp32: 'float32', fp16: 'float16', bf16: 'float32', int8: 'int
 interface Compiled {
   session: ort.InferenceSession;
   lowered: Lowered;
+  /** Profile file prefix while this session's first run still has to report where its nodes ran. */
+  profilePrefix: string | null;
 }
+
+const PROVIDER: Record<string, string> = { CPUExecutionProvider: 'cpu', WebGpuExecutionProvider: 'webgpu' };
+let profileCount = 0;
 
 /** Sessions hold compiled kernels and their own arenas; bound how many stay alive. */
 const MAX_SESSIONS = 256;
@@ -51,19 +61,22 @@ export class OrtBackend implements Backend {
 
   private async create(graph: Graph): Promise<Compiled> {
     const lowered = lowerGraph(graph, this.lowerOpts);
+    // The WebGPU provider hands ops it lacks to the CPU provider; only a profile of a real run tells which.
+    const profilePrefix = this.name === 'webgpu' ? join(tmpdir(), `servelab-ort-${process.pid}-${profileCount++}`) : null;
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(lowered.bytes, {
         executionProviders: [this.name],
         graphOptimizationLevel: 'all',
+        ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
         ...this.sessionOptions,
       });
     } catch (e) {
       throw new DeviceError(`${this.name}: onnxruntime could not compile graph '${graph.name}' (${lowered.opTypes.join(', ')}): ${(e as Error).message}`);
     }
-    const c = { session, lowered };
+    const c: Compiled = { session, lowered, profilePrefix };
     this.sessions.set(graph.signature, c);
-    for (const t of lowered.opTypes) this.ran.set(t, this.name);
+    if (!profilePrefix) for (const t of lowered.opTypes) this.ran.set(t, this.name);
     while (this.sessions.size > MAX_SESSIONS) {
       const [oldKey, old] = this.sessions.entries().next().value!;
       this.sessions.delete(oldKey);
@@ -73,13 +86,38 @@ export class OrtBackend implements Backend {
   }
 
   async run(graph: Graph, feeds: readonly Storage[]): Promise<Storage[]> {
-    const { session, lowered } = await this.compile(graph);
+    const c = await this.compile(graph);
+    const { lowered } = c;
     const ortFeeds: Record<string, ort.Tensor> = {};
     graph.inputs.forEach((v, i) => {
       ortFeeds[lowered.inputNames[i]] = toOrt(v.dtype, feeds[i], v.shape);
     });
-    const out = await session.run(ortFeeds);
+    const out = await c.session.run(ortFeeds);
+    if (c.profilePrefix) this.readPlacement(c);
     return graph.outputs.map((v, i) => fromOrt(v.dtype, out[lowered.outputNames[i]]));
+  }
+
+  /** Records, from the session's profile, the provider of every node that ran, then stops profiling it. */
+  private readPlacement(c: Compiled): void {
+    const prefix = c.profilePrefix!;
+    c.profilePrefix = null;
+    c.session.endProfiling();
+    const dir = tmpdir();
+    const base = prefix.slice(dir.length + 1);
+    for (const f of readdirSync(dir).filter((n) => n.startsWith(`${base}_`))) {
+      const path = join(dir, f);
+      try {
+        const events = JSON.parse(readFileSync(path, 'utf8')) as { cat?: string; args?: { op_name?: string; provider?: string } }[];
+        for (const e of events) {
+          if (e.cat !== 'Node' || !e.args?.op_name || !e.args.provider) continue;
+          const where = PROVIDER[e.args.provider] ?? e.args.provider;
+          const prev = this.ran.get(e.args.op_name);
+          this.ran.set(e.args.op_name, !prev || prev === where || prev.split('+').includes(where) ? (prev ?? where) : `${prev}+${where}`);
+        }
+      } finally {
+        rmSync(path, { force: true });
+      }
+    }
   }
 
   placement(): Record<string, string> {

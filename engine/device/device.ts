@@ -77,6 +77,9 @@ export class Device implements DeviceRef {
       }
       return t.data;
     });
+    for (const [v, t] of graph.constants) {
+      if (t.device !== this) throw new DeviceError(`${graph.name}: constant '${v.name}' is on ${t.device.name}, the graph runs on ${this.name}`);
+    }
     const outBytes = graph.outputs.reduce((s, v) => s + byteSize(v.dtype, numelOf(v.shape)), 0);
     const tag = opts.tag ?? 'activations';
     if (!this.memory.canAllocate(outBytes)) {

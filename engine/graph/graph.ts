@@ -2,6 +2,7 @@
 import { ServelabError } from '../errors.ts';
 import type { DType } from '../dtype/dtype.ts';
 import { assertShape } from '../tensor/tensor.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import { OPS, type Attrs, type OpName } from './ops.ts';
 
 export interface Value {
@@ -26,6 +27,12 @@ export class Graph {
   readonly inputs: Value[] = [];
   readonly outputs: Value[] = [];
   readonly nodes: Node[] = [];
+  /**
+   * Values bound to a tensor when the graph is built: weights. A backend may bake them into the compiled
+   * session (onnxruntime then prepacks them once, which a 4-bit GEMV needs to be fast) instead of taking them
+   * as feeds on every run.
+   */
+  readonly constants = new Map<Value, Tensor>();
   private nextId = 0;
   private readonly values = new Set<Value>();
   private sig: string | null = null;
@@ -37,6 +44,16 @@ export class Graph {
     if (this.inputs.some((v) => v.name === name)) throw new ServelabError(`graph '${this.name}' already has an input '${name}'`);
     const v: Value = { id: this.nextId++, name, dtype, shape: [...shape] };
     this.inputs.push(v);
+    this.values.add(v);
+    this.sig = null;
+    return v;
+  }
+
+  /** Binds a tensor as a constant of the graph. The tensor must stay alive while the graph is used. */
+  constant(name: string, t: Tensor): Value {
+    if (t.disposed) throw new ServelabError(`constant '${name}' of graph '${this.name}': tensor #${t.id} was disposed`);
+    const v: Value = { id: this.nextId++, name, dtype: t.dtype, shape: [...t.shape] };
+    this.constants.set(v, t);
     this.values.add(v);
     this.sig = null;
     return v;
@@ -75,6 +92,7 @@ export class Graph {
       const io = (v: Value | null) => (v ? `${v.id}:${v.dtype}[${v.shape.join(',')}]` : '-');
       this.sig = [
         this.inputs.map(io).join(' '),
+        [...this.constants].map(([v, t]) => `${io(v)}=#${t.id}`).join(' '),
         ...this.nodes.map((n) => `${n.op}(${n.inputs.map(io).join(',')})${JSON.stringify(n.attrs)}->${n.outputs.map(io).join(',')}`),
         this.outputs.map((v) => v.id).join(','),
       ].join('|');

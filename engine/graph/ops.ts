@@ -141,7 +141,9 @@ export const OPS = {
   /**
    * A [..., K] fp32 times a 4-bit block-quantized B^T: packed codes uint8 [N, K/blockSize, blockSize/2],
    * scales fp32 [N * K/blockSize], optional packed zero points uint8 [N * ceil((K/blockSize)/2)] (default 8).
-   * Layout as in onnxruntime's com.microsoft MatMulNBits.
+   * Layout as in onnxruntime's com.microsoft MatMulNBits. accuracyLevel (0-4) is the precision the kernel may
+   * compute A in: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 (A quantized per block on the fly; fastest on CPUs with
+   * VNNI, and the result is then no longer the exact fp32 product of A and the dequantized weight).
    */
   MatMulNBits: {
     optional: [3],
@@ -152,6 +154,8 @@ export const OPS = {
       const N = attrNum(op, attrs, 'N');
       const bs = attrNum(op, attrs, 'blockSize', 32);
       if (attrNum(op, attrs, 'bits', 4) !== 4) throw new ShapeError(op, [], 'only bits=4 is supported');
+      const acc = attrNum(op, attrs, 'accuracyLevel', 0);
+      if (!Number.isInteger(acc) || acc < 0 || acc > 4) throw new ShapeError(op, [], `accuracyLevel must be 0..4, got ${acc}`);
       if (bs < 16 || (bs & (bs - 1)) !== 0) throw new ShapeError(op, [], `blockSize must be a power of two >= 16, got ${bs}`);
       dtypeIn(op, a, ['fp32'], 'A');
       dtypeIn(op, b, ['uint8'], 'B (packed codes)');

@@ -1,6 +1,8 @@
 /** Lowers an engine Graph to one ONNX model, so onnxruntime runs a whole step as a single session. */
 import type { DType } from '../../dtype/dtype.ts';
-import { fp32ArrayToFp16 } from '../../dtype/fp16.ts';
+import { fp16ArrayToFp32, fp32ArrayToFp16 } from '../../dtype/fp16.ts';
+import { bf16ArrayToFp32 } from '../../dtype/bf16.ts';
+import type { Storage, Tensor } from '../../tensor/tensor.ts';
 import type { Graph, Node, Value } from '../../graph/graph.ts';
 import { AttrType, OnnxType, encodeModel, valueInfo, type OnnxAttribute, type OnnxModel, type OnnxNode, type OnnxTensor } from './proto.ts';
 
@@ -83,6 +85,14 @@ class Emitter {
     return this.init(type, dims, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
 
+  /** A constant in the element type the graph carries it as: fp16 and bf16 widen to fp32 where they are emulated. */
+  tensor(t: Tensor, type: number): string {
+    let data: Storage = t.data;
+    if (t.dtype === 'bf16') data = bf16ArrayToFp32(data as Uint16Array);
+    else if (t.dtype === 'fp16' && type === OnnxType.FLOAT) data = fp16ArrayToFp32(data as Uint16Array);
+    return this.init(type, [...t.shape], new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
   private init(type: number, dims: number[], raw: Uint8Array): string {
     const name = `c${this.initializers.length}`;
     this.initializers.push({ name, dims, data_type: type, raw_data: raw });
@@ -106,6 +116,7 @@ export function lowerGraph(g: Graph, opts: LowerOptions): Lowered {
   g.inputs.forEach((v, i) => {
     name.set(v, v.dtype === 'fp16' && !opts.nativeFp16 ? e.node('Cast', [inputNames[i]], [attr('to', OnnxType.FLOAT)]) : inputNames[i]);
   });
+  for (const [v, t] of g.constants) name.set(v, e.tensor(t, onnxType(v.dtype, opts)));
 
   for (const n of g.nodes) {
     const ins = n.inputs.map((v) => (v ? name.get(v)! : ''));
@@ -161,7 +172,7 @@ function lowerNode(e: Emitter, n: Node, ins: string[], opts: LowerOptions): stri
       return e.nodeMulti('DynamicQuantizeLinear', ins, 3);
     case 'MatMulNBits':
       return [
-        e.node('MatMulNBits', trimOptional(ins), [attr('K', f('K', 0)), attr('N', f('N', 0)), attr('bits', 4), attr('block_size', f('blockSize', 32))], 'com.microsoft'),
+        e.node('MatMulNBits', trimOptional(ins), [attr('K', f('K', 0)), attr('N', f('N', 0)), attr('bits', 4), attr('block_size', f('blockSize', 32)), attr('accuracy_level', f('accuracyLevel', 0))], 'com.microsoft'),
       ];
     case 'Softmax':
       return [e.node('Softmax', ins, [attr('axis', f('axis', -1))])];

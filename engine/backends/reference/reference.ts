@@ -56,6 +56,7 @@ export class ReferenceBackend implements Backend {
   async run(graph: Graph, feeds: readonly Storage[]): Promise<Storage[]> {
     const vals = new Map<Value, Storage>();
     graph.inputs.forEach((v, i) => vals.set(v, feeds[i]));
+    for (const [v, t] of graph.constants) vals.set(v, t.data);
     const f = (v: Value) => decode(v.dtype, vals.get(v)!);
     for (const n of graph.nodes) {
       const [x, y, z, w] = n.inputs;
@@ -130,8 +131,8 @@ export class ReferenceBackend implements Backend {
     }
     return graph.outputs.map((v) => {
       const s = vals.get(v)!;
-      // An output that is also an input must not alias the caller's storage.
-      return graph.inputs.includes(v) ? s.slice() : s;
+      // An output that is also an input or a constant must not alias the caller's storage.
+      return graph.inputs.includes(v) || graph.constants.has(v) ? s.slice() : s;
     });
   }
 
