@@ -60,7 +60,10 @@ export const CASES: OpCase[] = [
   { name: 'MatMul fp32 K=512', op: 'MatMul', inputs: [floats(3, 'fp32', [16, 512]), floats(4, 'fp32', [512, 24])] },
   { name: 'MatMul fp32 batched x 2-D', op: 'MatMul', inputs: [floats(5, 'fp32', [2, 3, 4, 5]), floats(6, 'fp32', [5, 6])] },
   { name: 'MatMul fp32 broadcast batch', op: 'MatMul', inputs: [floats(7, 'fp32', [2, 1, 3, 4]), floats(8, 'fp32', [3, 4, 2])] },
-  { name: 'MatMul fp16', op: 'MatMul', inputs: [floats(9, 'fp16', [16, 32]), floats(10, 'fp16', [32, 8])] },
+  // A native fp16 GEMM may round its running sum to fp16 (the WebGPU provider's shader measurably does; emulated
+  // fp16 rounds only the fp32 result). With K = 32 terms of E|ab| = 1 the sum's error grows like
+  // sqrt(K) * 2^-11 * sum|ab| ~ 0.09 at worst in practice; 0.006 was measured on lavapipe.
+  { name: 'MatMul fp16', op: 'MatMul', inputs: [floats(9, 'fp16', [16, 32]), floats(10, 'fp16', [32, 8])], tol: { fp16: { atol: 0.05, rtol: 2 ** -9 } } },
   { name: 'MatMul bf16', op: 'MatMul', inputs: [floats(11, 'bf16', [16, 32]), floats(12, 'bf16', [32, 8])] },
   { name: 'MatMulInteger int8 x int8', op: 'MatMulInteger', inputs: [integers(13, 'int8', [8, 64], -127, 127), integers(14, 'int8', [64, 4], -127, 127), absent, absent] },
   {

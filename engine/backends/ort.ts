@@ -68,6 +68,8 @@ export class OrtBackend implements Backend {
       session = await ort.InferenceSession.create(lowered.bytes, {
         executionProviders: [this.name],
         graphOptimizationLevel: 'all',
+        // Warnings such as "some nodes were not assigned to the preferred provider" are reported through placement().
+        logSeverityLevel: 3,
         ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
         ...this.sessionOptions,
       });
@@ -126,7 +128,12 @@ export class OrtBackend implements Backend {
 
   notes(): string[] {
     const n = ['bf16: no onnxruntime kernel on this provider; computed in fp32 and rounded to bf16 after every op'];
-    if (!this.lowerOpts.nativeFp16) n.unshift('fp16: the CPU has no fp16 GEMM; computed in fp32 and rounded to fp16 after every op');
+    n.unshift(
+      this.lowerOpts.nativeFp16
+        ? 'fp16: native in the GPU shaders; sums inside a kernel may be rounded to fp16 as they accumulate'
+        : 'fp16: the CPU has no fp16 GEMM; computed in fp32 and rounded to fp16 after every op',
+    );
+    if (this.name === 'webgpu') n.push('tensors live in host memory and are copied to the GPU for each run; kernels without a WebGPU implementation run on the CPU provider (see placement)');
     return n;
   }
 

@@ -32,7 +32,9 @@ export function webgpuUnavailable(): Promise<string | null> {
       const [y] = await b.run(g, [new Float32Array([1, 2, 3, 4])]);
       return (y as Float32Array)[3] === 8 ? null : 'the WebGPU provider computed a wrong result';
     } catch (e) {
-      return (e as Error).message;
+      const msg = (e as Error).message;
+      const adapter = /Failed to get a WebGPU adapter[^\n]*/.exec(msg)?.[0];
+      return adapter ? `${adapter.trim()} (without a GPU: run scripts/webgpu-deps.sh, then . .cache/vulkan/env.sh before node)` : msg;
     } finally {
       await b.dispose();
     }

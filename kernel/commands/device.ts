@@ -1,13 +1,14 @@
 /** `servelab device`: which device SERVELAB_DEVICE selects, its GPU adapter if any, and the CPU. */
-import { cpuInfo, getDevice, webgpuUnavailable } from '../../engine/index.ts';
+import { adapterInfo, cpuInfo, getDevice, webgpuUnavailable } from '../../engine/index.ts';
 
 export async function printDevice(opts: { json: boolean }): Promise<void> {
   const dev = await getDevice();
   const cpu = cpuInfo();
   const why = await webgpuUnavailable();
+  const adapter = adapterInfo();
   const info = {
     selected: { name: dev.name, backend: dev.kind, requested: process.env.SERVELAB_DEVICE ?? 'auto' },
-    webgpu: why === null ? { available: true } : { available: false, reason: why },
+    webgpu: why === null ? { available: true, adapter } : { available: false, reason: why, adapter },
     cpu,
     notes: dev.notes(),
   };
@@ -16,7 +17,11 @@ export async function printDevice(opts: { json: boolean }): Promise<void> {
     return;
   }
   console.log(`device:  ${dev.name} (backend ${dev.kind}; SERVELAB_DEVICE=${info.selected.requested})`);
-  console.log(`webgpu:  ${why === null ? 'available' : `not available (${why})`}`);
+  console.log(`webgpu:  ${why === null ? 'available' : `not available: ${why}`}`);
+  if (adapter) {
+    console.log(`adapter: ${adapter.name} (vendor ${adapter.vendor}, ${adapter.backend}, driver ${adapter.driver})`);
+    console.log(`         ${adapter.software ? 'software fallback: a CPU implementation of the GPU API, for correctness, not speed' : 'hardware GPU'}`);
+  }
   console.log(`cpu:     ${cpu.model}, ${cpu.cores} cores${cpu.mhz ? `, ${cpu.mhz} MHz` : ''}`);
   console.log(`simd:    ${cpu.simd.join(' ') || 'none detected'}`);
   for (const n of dev.notes()) console.log(`note:    ${n}`);

@@ -1,0 +1,39 @@
+/** Dependencies point one way: lessons -> kernel -> engine, and bench -> engine. The engine imports neither. */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, resolve, dirname } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = resolve(import.meta.dirname, '..');
+
+function sources(dir: string): string[] {
+  return readdirSync(dir).flatMap((n) => {
+    const p = join(dir, n);
+    return statSync(p).isDirectory() ? sources(p) : /\.(ts|mts|js|mjs)$/.test(n) ? [p] : [];
+  });
+}
+
+/** Top-level folders that a file's relative imports reach. */
+function reaches(file: string): string[] {
+  const text = readFileSync(file, 'utf8');
+  const specs = [...text.matchAll(/(?:from\s+|import\s*\(\s*)['"](\.{1,2}\/[^'"]+)['"]/g)].map((m) => m[1]);
+  return specs.map((s) => relative(ROOT, resolve(dirname(file), s)).split('/')[0]);
+}
+
+const FORBIDDEN: Record<string, string[]> = {
+  engine: ['kernel', 'lessons', 'bench', 'test'],
+  bench: ['kernel', 'lessons', 'test'],
+  kernel: ['lessons', 'test'],
+};
+
+describe('dependency direction', () => {
+  for (const [layer, banned] of Object.entries(FORBIDDEN)) {
+    it(`${layer}/ imports none of ${banned.join(', ')}`, () => {
+      const bad = sources(join(ROOT, layer)).flatMap((f) => reaches(f).filter((r) => banned.includes(r)).map((r) => `${relative(ROOT, f)} -> ${r}/`));
+      expect(bad).toEqual([]);
+    });
+  }
+
+  it('the scan sees imports (a file known to import the engine is found)', () => {
+    expect(reaches(join(ROOT, 'kernel', 'cli.ts'))).toContain('engine');
+  });
+});
