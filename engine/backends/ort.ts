@@ -88,7 +88,8 @@ export class OrtBackend implements Backend {
   }
 
   async run(graph: Graph, feeds: readonly Storage[]): Promise<Storage[]> {
-    const c = await this.compile(graph);
+    // The hot path of a decode loop: a cached session without the promise round trip of compile().
+    const c = this.sessions.get(graph.signature) ?? (await this.compile(graph));
     const { lowered } = c;
     const ortFeeds: Record<string, ort.Tensor> = {};
     graph.inputs.forEach((v, i) => {
@@ -148,11 +149,19 @@ export class OrtBackend implements Backend {
   }
 }
 
+// Wrapping storage in an ort.Tensor costs microseconds per feed; a tensor fed again (a weight, a decode step's
+// state) reuses its wrapper. Keyed by the storage object, so a wrapper lives exactly as long as its data.
+const wrappers = new WeakMap<Storage, ort.Tensor>();
+
 function toOrt(dtype: DType, s: Storage, shape: readonly number[]): ort.Tensor {
   if (dtype === 'bf16') return new ort.Tensor('float32', bf16ArrayToFp32(s as Uint16Array), shape);
   const t = ORT_TYPE[dtype as keyof typeof ORT_TYPE];
   if (!t) throw new DeviceError(`dtype ${dtype} cannot be fed to onnxruntime; pack 4-bit values into uint8`);
-  return new ort.Tensor(t, s as never, shape);
+  const hit = wrappers.get(s);
+  if (hit && hit.type === t && hit.dims.length === shape.length && hit.dims.every((d, i) => d === shape[i])) return hit;
+  const w = new ort.Tensor(t, s as never, shape);
+  wrappers.set(s, w);
+  return w;
 }
 
 function fromOrt(dtype: DType, t: ort.Tensor): Storage {
