@@ -43,20 +43,25 @@ export class OrtBackend implements Backend {
 
   /** The compiled session for a graph, built once per signature. */
   async compile(graph: Graph): Promise<Compiled> {
+    const hit = this.cached(graph.signature);
+    if (hit) return hit;
     const key = graph.signature;
-    const hit = this.sessions.get(key);
-    if (hit) {
-      // Map order is insertion order: re-inserting keeps the least recently used first, for eviction.
-      this.sessions.delete(key);
-      this.sessions.set(key, hit);
-      return hit;
-    }
     let p = this.pending.get(key);
     if (!p) {
       p = this.create(graph).finally(() => this.pending.delete(key));
       this.pending.set(key, p);
     }
     return p;
+  }
+
+  /** A compiled session if there is one, marked as most recently used (Map order is insertion order). */
+  private cached(key: string): Compiled | undefined {
+    const hit = this.sessions.get(key);
+    if (hit) {
+      this.sessions.delete(key);
+      this.sessions.set(key, hit);
+    }
+    return hit;
   }
 
   private async create(graph: Graph): Promise<Compiled> {
@@ -89,7 +94,7 @@ export class OrtBackend implements Backend {
 
   async run(graph: Graph, feeds: readonly Storage[]): Promise<Storage[]> {
     // The hot path of a decode loop: a cached session without the promise round trip of compile().
-    const c = this.sessions.get(graph.signature) ?? (await this.compile(graph));
+    const c = this.cached(graph.signature) ?? (await this.compile(graph));
     const { lowered } = c;
     const ortFeeds: Record<string, ort.Tensor> = {};
     graph.inputs.forEach((v, i) => {
