@@ -5,6 +5,9 @@ import { ServelabError } from '../engine/index.ts';
 const USAGE = `usage: servelab <command> [options]
 
 commands:
+  kernel install [--user|--prefix DIR]
+                         register the Jupyter kernelspec servelab ("TypeScript (servelab)")
+  kernel start -f FILE   run the kernel (Jupyter calls this)
   device                 the selected device: GPU adapter (if any) and CPU (model, cores, SIMD)
   bench [--json] [--out FILE] [--quick] [--device cpu|webgpu]
                          GEMM throughput (fp32, int8, 4-bit), engine overhead, fp32 peak; targets checked
@@ -32,6 +35,10 @@ export async function main(argv: string[]): Promise<number> {
         else printReport(rep);
         if (values.out) process.stderr.write(`saved ${values.out}\n`);
         return 0;
+      }
+      case 'kernel': {
+        const { kernelCommand } = await import('./commands/kernel.ts');
+        return await kernelCommand(rest);
       }
       case 'gpu-check': {
         const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } } });

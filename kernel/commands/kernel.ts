@@ -1,0 +1,32 @@
+/** `servelab kernel install [--user|--prefix DIR]` and `servelab kernel start -f CONNECTION_FILE`. */
+import { parseArgs } from 'node:util';
+import { installKernelspec } from '../kernelspec.ts';
+import { readConnection } from '../protocol/connection.ts';
+import { Kernel } from '../kernel.ts';
+import { labGlobals, labPrelude } from '../lab_globals.ts';
+
+export async function kernelCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'install') {
+    const { values } = parseArgs({ args: rest, options: { user: { type: 'boolean' }, prefix: { type: 'string' } } });
+    const dir = installKernelspec({ user: values.user, prefix: values.prefix });
+    console.log(`installed kernelspec servelab ("TypeScript (servelab)") in ${dir}`);
+    return 0;
+  }
+  if (sub === 'start') {
+    const { values } = parseArgs({ args: rest, options: { f: { type: 'string', short: 'f' }, 'connection-file': { type: 'string' } } });
+    const file = values.f ?? values['connection-file'];
+    if (!file) {
+      console.error('servelab kernel start: needs -f CONNECTION_FILE (Jupyter passes it)');
+      return 2;
+    }
+    const globals = await labGlobals();
+    const kernel = new Kernel(readConnection(file), { prelude: labPrelude(), globals });
+    await kernel.start();
+    // The kernel runs until a shutdown_request or a signal ends the process.
+    await new Promise(() => {});
+    return 0;
+  }
+  console.error('usage: servelab kernel install [--user | --prefix DIR]\n       servelab kernel start -f CONNECTION_FILE');
+  return 2;
+}
