@@ -11,3 +11,4 @@ export { cpuInfo, derivedPeakGflops, type CpuInfo } from './device/cpu_info.ts';
 export { adapterInfo, type AdapterInfo } from './device/adapter.ts';
 export type { Backend, BackendName } from './backends/backend.ts';
 export * from './functional.ts';
+export { withSignal, currentSignal, throwIfAborted } from './abort.ts';

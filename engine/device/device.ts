@@ -5,6 +5,7 @@ import { MemoryTracker, type MemoryTag } from '../memory/tracker.ts';
 import { Tensor, numelOf, type DeviceRef } from '../tensor/tensor.ts';
 import { byteSize, type DType } from '../dtype/dtype.ts';
 import { pack4, packInt4 } from '../dtype/packed4.ts';
+import { throwIfAborted } from '../abort.ts';
 import { DeviceError, DTypeError, KernelError, OutOfMemoryError, ServelabError, ShapeError } from '../errors.ts';
 
 export interface TensorOptions {
@@ -65,6 +66,7 @@ export class Device implements DeviceRef {
    * bytes against the budget first, so a bad call or an out-of-memory leaves every tensor as it was.
    */
   async run(graph: Graph, feeds: readonly Tensor[], opts: TensorOptions = {}): Promise<Tensor[]> {
+    throwIfAborted();
     if (feeds.length !== graph.inputs.length) {
       throw new ShapeError(graph.name, feeds.map((t) => t.shape), `graph takes ${graph.inputs.length} inputs, got ${feeds.length}`);
     }

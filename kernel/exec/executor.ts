@@ -3,6 +3,7 @@ import vm from 'node:vm';
 import { TraceMap, originalPositionFor } from '@jridgewell/trace-mapping';
 import { CellChecker, type CellDiagnostic } from './typecheck.ts';
 import { convertCell, IMPORT_FN } from './transform.ts';
+import { withSignal } from '../../engine/index.ts';
 import { cancelRun, cellContext, installRuntime, makeImporter, type CellRun } from './runtime.ts';
 
 export type Outcome =
@@ -49,12 +50,11 @@ export class Executor {
     this.current = run;
     try {
       const aborted = new Promise<'aborted'>((res) => run.controller.signal.addEventListener('abort', () => res('aborted'), { once: true }));
-      const value = await cellContext.run(run, async () => {
+      const value = await withSignal(run.controller.signal, () => cellContext.run(run, async () => {
         const p = new vm.Script(js, { filename: file }).runInThisContext({ breakOnSigint: true, displayErrors: false }) as Promise<unknown>;
         return Promise.race([p, aborted]);
-      });
+      }));
       if (value === 'aborted' && run.controller.signal.aborted) return { status: 'aborted' };
-      if (this.typecheck) this.checker.commit(code);
       return { status: 'ok', value, hasValue: value !== undefined };
     } catch (e) {
       if (isSigintBreak(e)) {
@@ -64,6 +64,9 @@ export class Executor {
       return this.errorOutcome(e);
     } finally {
       this.current = null;
+      // The cell passed the checker and ran, perhaps only part way: what it declared exists now, so later cells
+      // are checked against it.
+      if (this.typecheck) this.checker.commit(code);
     }
   }
 

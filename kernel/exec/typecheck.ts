@@ -53,9 +53,10 @@ export class CellChecker {
     /** Declarations every cell sees (display helpers and the like). */
     prelude: string,
   ) {
-    this.dir = join(cwd, '.servelab-cells');
-    this.cellFile = join(this.dir, 'cell.ts');
-    this.set(join(this.dir, 'prelude.d.ts'), prelude);
+    // Virtual files (never written) in the notebook's own folder, so './x.ts' imports resolve as at run time.
+    this.dir = cwd;
+    this.cellFile = join(cwd, '.servelab-cell.ts');
+    this.set(join(cwd, '.servelab-prelude.d.ts'), prelude);
     this.set(this.cellFile, 'export {};');
     const options = { ...OPTIONS, paths: Object.fromEntries(Object.entries(paths).map(([k, v]) => [k, [v]])) };
     const host: ts.LanguageServiceHost = {
@@ -123,7 +124,7 @@ export class CellChecker {
       for (const n of mine.decls.keys()) c.decls.delete(n);
     });
     this.cells.push(mine);
-    this.cells.forEach((c, i) => this.set(join(this.dir, `cell${i}.d.ts`), render(c)));
+    this.cells.forEach((c, i) => this.set(join(this.dir, `.servelab-cell-${i}.d.ts`), render(c)));
     this.set(this.cellFile, 'export {};');
   }
 

@@ -1,0 +1,157 @@
+/** The kernel over its real protocol: a test client on zeromq against `servelab kernel start`. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { encode } from '../../kernel/protocol/message.ts';
+import { TestClient } from './client.ts';
+
+const types = (ms: { header: { msg_type: string } }[]) => ms.map((m) => m.header.msg_type);
+
+describe('servelab kernel', () => {
+  const k = new TestClient();
+  beforeAll(() => k.start(), 60_000);
+  afterAll(() => k.stop(), 30_000);
+
+  it('answers kernel_info with the TypeScript language and protocol 5.3', async () => {
+    const r = await k.request('kernel_info_request', {});
+    expect(r.content).toMatchObject({ status: 'ok', protocol_version: '5.3', implementation: 'servelab', language_info: { name: 'typescript', file_extension: '.ts', mimetype: 'text/typescript' } });
+  });
+
+  it('publishes busy, execute_input, outputs, then idle, in that order', async () => {
+    const { reply, outputs } = await k.execute("console.log('hello');\nconsole.error('careful');\n6 * 7");
+    expect(reply.content).toMatchObject({ status: 'ok' });
+    expect(types(outputs)).toEqual(['status', 'execute_input', 'stream', 'stream', 'execute_result', 'status']);
+    expect(outputs[2].content).toEqual({ name: 'stdout', text: 'hello\n' });
+    expect(outputs[3].content).toEqual({ name: 'stderr', text: 'careful\n' });
+    expect(outputs[4].content).toMatchObject({ data: { 'text/plain': '42' }, execution_count: reply.content.execution_count });
+  });
+
+  it('type-checks a cell against earlier cells and lets a later cell redeclare a name', async () => {
+    await k.execute("import { createDevice } from 'servelab';\nconst dev = await createDevice('reference');\nconst n = 3;");
+    const bad = await k.execute("const s: string = n;\nconst t = dev.tensor([1, 2], [2], 'fp64');");
+    expect(bad.reply.content.status).toBe('error');
+    expect(bad.reply.content.ename).toBe('TypeScriptError');
+    const tb = (bad.reply.content.traceback as string[]).join('\n');
+    expect(tb).toMatch(/line 1, column 7: Type 'number' is not assignable to type 'string'/);
+    expect(tb).toMatch(/line 2, column \d+: Argument of type '"fp64"' is not assignable/);
+    const again = await k.execute("const n = 'three';\nn.toUpperCase()");
+    expect(again.outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': "'THREE'" });
+  });
+
+  it('reports a runtime error with a traceback in the cell\'s own lines', async () => {
+    const { reply, outputs } = await k.execute("function f(x: number) {\n  if (x > 1) throw new RangeError('too big: ' + x);\n  return x;\n}\n\nf(1) + f(2)");
+    expect(reply.content).toMatchObject({ status: 'error', ename: 'RangeError', evalue: 'too big: 2' });
+    const err = outputs.find((m) => m.header.msg_type === 'error')!;
+    expect(err.content.traceback).toEqual([
+      'RangeError: too big: 2',
+      `    at f (cell[${reply.content.execution_count}] line 2)`,
+      "      2 |   if (x > 1) throw new RangeError('too big: ' + x);",
+      `    at <cell> (cell[${reply.content.execution_count}] line 6)`,
+      '      6 | f(1) + f(2)',
+    ]);
+  });
+
+  it('imports local .ts files and npm packages', async () => {
+    const rel = join('test', 'kernel', 'fixtures', 'local_module.ts');
+    const { reply, outputs } = await k.execute(`import { double } from './${rel}';\nimport { parse } from 'marked';\ndouble(21) + (typeof parse === 'function' ? 0 : 1)`);
+    expect(reply.content.status).toBe('ok');
+    expect(outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': '42' });
+  });
+
+  it('interrupt_request stops a long engine experiment within a second, and the next cell runs clean', async () => {
+    const code = [
+      "import { createDevice, matmul } from 'servelab';",
+      "const cpu = await createDevice('cpu');",
+      'const m = cpu.empty([128, 128]);',
+      "setInterval(() => console.log('tick from the interrupted cell'), 20);",
+      'let steps = 0;',
+      'for (;;) { (await matmul(m, m)).dispose(); steps++; }',
+    ].join('\n');
+    const req = k.request('execute_request', { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: false }, 'shell', 20_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const t0 = Date.now();
+    const ir = await k.request('interrupt_request', {}, 'control', 5000);
+    expect(ir.content.status).toBe('ok');
+    const reply = await req;
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(reply.content).toMatchObject({ status: 'error', ename: 'KeyboardInterrupt' });
+    // The loop really stopped: its step counter no longer moves.
+    const s1 = await k.execute('steps');
+    await new Promise((r) => setTimeout(r, 300));
+    const s2 = await k.execute('steps');
+    const val = (o: Awaited<ReturnType<TestClient['execute']>>) => o.outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data;
+    expect(val(s2)).toEqual(val(s1));
+    // Nothing from the interrupted cell printed into the cells after it.
+    for (const o of [...s1.outputs, ...s2.outputs]) expect(JSON.stringify(o.content)).not.toMatch(/tick from the interrupted cell/);
+  }, 30_000);
+
+  it('a runaway synchronous loop is interrupted by interrupt_request, and the heartbeat answers meanwhile', async () => {
+    const req = k.request('execute_request', { code: 'while (true) {}', silent: false, store_history: true, user_expressions: {}, allow_stdin: false }, 'shell', 20_000);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(await k.heartbeat()).toBe(true);
+    await k.request('interrupt_request', {}, 'control', 5000);
+    expect((await req).content.ename).toBe('KeyboardInterrupt');
+    expect((await k.execute('1 + 1')).reply.content.status).toBe('ok');
+  }, 30_000);
+
+  it('SIGINT interrupts a runaway loop as well', async () => {
+    const req = k.request('execute_request', { code: 'for (;;) {}', silent: false, store_history: true, user_expressions: {}, allow_stdin: false }, 'shell', 20_000);
+    await new Promise((r) => setTimeout(r, 800));
+    k.proc.kill('SIGINT');
+    expect((await req).content.ename).toBe('KeyboardInterrupt');
+    expect((await k.execute('2 + 2')).reply.content.status).toBe('ok');
+  }, 30_000);
+
+  it('an exception thrown in an async callback after the cell ended is shown under that cell; the kernel carries on', async () => {
+    const { reply } = await k.execute("setTimeout(() => { throw new Error('late failure') }, 50);\n'scheduled'");
+    expect(reply.content.status).toBe('ok');
+    await new Promise((r) => setTimeout(r, 400));
+    const late = k.iopubFor(reply.parent_header.msg_id!).filter((m) => m.header.msg_type === 'stream');
+    expect(late.map((m) => m.content.text).join('')).toMatch(/Error: late failure/);
+    expect((await k.execute('3 + 3')).reply.content.status).toBe('ok');
+  });
+
+  it('an output of many megabytes is truncated with a notice', async () => {
+    const { reply, outputs } = await k.execute("for (let i = 0; i < 50; i++) console.log('x'.repeat(100_000));\n'done'");
+    expect(reply.content.status).toBe('ok');
+    const text = outputs.filter((m) => m.header.msg_type === 'stream').map((m) => m.content.text).join('');
+    expect(text.length).toBeLessThan(1.1 * 2 ** 20);
+    expect(text).toMatch(/output truncated after \d+ characters/);
+  });
+
+  it('ignores and logs a message with a wrong signature or a malformed one, then answers the next request', async () => {
+    const forged = k.build('execute_request', { code: "console.log('forged')", silent: false });
+    const frames = encode(forged, k.signer);
+    frames[1] = Buffer.from('0'.repeat(64));
+    await k.sendRaw(frames);
+    await k.sendRaw([Buffer.from('<IDS|MSG>'), Buffer.from('x'), Buffer.from('not json')]);
+    await k.sendRaw([Buffer.from('garbage')]);
+    const r = await k.request('kernel_info_request', {});
+    expect(r.content.status).toBe('ok');
+    expect(k.iopubFor(forged.header.msg_id)).toEqual([]);
+    expect(k.stderr).toMatch(/ignored a message on shell: bad signature/);
+    expect(k.stderr).toMatch(/ignored a message on shell: .*(frames after the delimiter|delimiter)/);
+  });
+
+  it('answers complete, inspect, is_complete and history', async () => {
+    const c = await k.request('complete_request', { code: 'Math.ma', cursor_pos: 7 });
+    expect(c.content).toMatchObject({ status: 'ok', matches: ['max'], cursor_start: 5, cursor_end: 7 });
+    const i = await k.request('inspect_request', { code: 'Math.max', cursor_pos: 8, detail_level: 0 });
+    expect(i.content).toMatchObject({ status: 'ok', found: true });
+    expect(String((i.content.data as Record<string, string>)['text/plain'])).toMatch(/max\(\.\.\.values: number\[\]\): number/);
+    for (const [code, status] of [['function f() {', 'incomplete'], ['const a = [1, 2,', 'incomplete'], ['1 + 1', 'complete'], ['const = ;', 'invalid']] as const) {
+      expect((await k.request('is_complete_request', { code })).content.status, code).toBe(status);
+    }
+    const h = await k.request('history_request', { hist_access_type: 'tail', n: 2, output: false, raw: true });
+    expect((h.content.history as unknown[]).length).toBe(2);
+  });
+
+  it('lists comms and closes a comm opened on an unknown target', async () => {
+    const info = await k.request('comm_info_request', {});
+    expect(info.content).toMatchObject({ status: 'ok', comms: {} });
+    const open = k.build('comm_open', { comm_id: 'c1', target_name: 'nope', data: {} });
+    await k.sendRaw(encode(open, k.signer));
+    await k.outputs(open.header.msg_id);
+    const closed = k.iopubFor(open.header.msg_id).find((m) => m.header.msg_type === 'comm_close');
+    expect(closed?.content).toMatchObject({ comm_id: 'c1' });
+  });
+});
