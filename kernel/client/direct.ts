@@ -1,0 +1,143 @@
+/** A Jupyter client that starts `servelab kernel start` itself on free loopback ports and speaks the protocol to it. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Dealer, Subscriber } from 'zeromq';
+import { decode, encode, header, Signer, type Message } from '../protocol/message.ts';
+
+const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'servelab.js');
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export class DirectClient {
+  readonly key = randomBytes(16).toString('hex');
+  readonly signer = new Signer(this.key);
+  readonly session = `client-${randomBytes(4).toString('hex')}`;
+  proc!: ChildProcess;
+  readonly shell = new Dealer();
+  readonly control = new Dealer();
+  readonly iopub = new Subscriber();
+  ports: Record<string, number> = {};
+  stderr = '';
+  private dir = '';
+  private readonly iopubMsgs: Message[] = [];
+  private readonly replies: Message[] = [];
+  private waiters: (() => void)[] = [];
+  /** Called for every iopub message as it arrives. */
+  onIOPub: ((m: Message) => void) | null = null;
+
+  constructor(private readonly opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {}
+
+  async start(timeoutMs = 60_000): Promise<void> {
+    for (const n of ['shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port']) this.ports[n] = await freePort();
+    this.dir = mkdtempSync(join(tmpdir(), 'servelab-kernel-'));
+    const file = join(this.dir, 'connection.json');
+    writeFileSync(file, JSON.stringify({ ...this.ports, ip: '127.0.0.1', transport: 'tcp', key: this.key, signature_scheme: 'hmac-sha256' }));
+    this.proc = spawn(process.execPath, [BIN, 'kernel', 'start', '-f', file], { cwd: this.opts.cwd ?? process.cwd(), env: this.opts.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
+    this.shell.connect(`tcp://127.0.0.1:${this.ports.shell_port}`);
+    this.control.connect(`tcp://127.0.0.1:${this.ports.control_port}`);
+    this.iopub.connect(`tcp://127.0.0.1:${this.ports.iopub_port}`);
+    this.iopub.subscribe();
+    for (const sock of [this.shell, this.control]) {
+      void (async () => {
+        for await (const frames of sock) this.arrived(this.replies, decode(frames as Buffer[], this.signer));
+      })().catch(() => {});
+    }
+    void (async () => {
+      for await (const frames of this.iopub) {
+        const m = decode(frames as Buffer[], this.signer);
+        this.onIOPub?.(m);
+        this.arrived(this.iopubMsgs, m);
+      }
+    })().catch(() => {});
+    // Up when it answers kernel_info and its iopub reaches us (a subscription takes a moment to connect).
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) break;
+      const r = await this.request('kernel_info_request', {}, 'shell', 500).catch(() => null);
+      if (r && this.iopubMsgs.some((m) => m.parent_header.msg_id === r.parent_header.msg_id)) return;
+    }
+    throw new Error(`the servelab kernel did not start: ${this.stderr.trim() || 'no answer'}`);
+  }
+
+  private arrived(list: Message[], m: Message): void {
+    list.push(m);
+    this.waiters.splice(0).forEach((w) => w());
+  }
+
+  private async until<T>(find: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = find();
+      if (v !== undefined) return v;
+      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms`);
+      if (this.proc.exitCode !== null) throw new Error(`the kernel exited (code ${this.proc.exitCode}): ${this.stderr.trim()}`);
+      await new Promise<void>((res) => {
+        this.waiters.push(res);
+        setTimeout(res, 50);
+      });
+    }
+  }
+
+  build(type: string, content: Record<string, unknown>): Message {
+    return { identities: [], header: header(type, this.session), parent_header: {}, metadata: {}, content, buffers: [] };
+  }
+
+  async send(msg: Message, channel: 'shell' | 'control' = 'shell'): Promise<void> {
+    await (channel === 'shell' ? this.shell : this.control).send(encode(msg, this.signer));
+  }
+
+  async request(type: string, content: Record<string, unknown>, channel: 'shell' | 'control' = 'shell', timeoutMs = 30_000): Promise<Message> {
+    const msg = this.build(type, content);
+    await this.send(msg, channel);
+    return this.until(() => this.replies.find((r) => r.parent_header.msg_id === msg.header.msg_id), timeoutMs, `no reply to ${type}`);
+  }
+
+  /** Every iopub message of a request, up to and including its idle status. */
+  outputs(msgId: string, timeoutMs = 30_000): Promise<Message[]> {
+    return this.until(
+      () => {
+        const mine = this.iopubFor(msgId);
+        return mine.some((m) => m.header.msg_type === 'status' && m.content.execution_state === 'idle') ? mine : undefined;
+      },
+      timeoutMs,
+      `no idle status for ${msgId}`,
+    );
+  }
+
+  iopubFor(msgId: string): Message[] {
+    return this.iopubMsgs.filter((m) => m.parent_header.msg_id === msgId);
+  }
+
+  async execute(code: string, timeoutMs = 600_000): Promise<{ reply: Message; outputs: Message[] }> {
+    const reply = await this.request('execute_request', { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: false }, 'shell', timeoutMs);
+    return { reply, outputs: await this.outputs(reply.parent_header.msg_id!, timeoutMs) };
+  }
+
+  async interrupt(): Promise<void> {
+    await this.request('interrupt_request', {}, 'control', 10_000);
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc && this.proc.exitCode === null) {
+      await this.request('shutdown_request', { restart: false }, 'control', 5000).catch(() => this.proc.kill('SIGKILL'));
+      await new Promise((res) => (this.proc.exitCode !== null ? res(null) : this.proc.once('exit', res)));
+    }
+    for (const s of [this.shell, this.control, this.iopub]) s.close();
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
