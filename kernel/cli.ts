@@ -8,6 +8,8 @@ commands:
   kernel install [--user|--prefix DIR]
                          register the Jupyter kernelspec servelab ("TypeScript (servelab)")
   kernel start -f FILE   run the kernel (Jupyter calls this)
+  report <lesson.md|notebook.ipynb>... [-o DIR] [--all] [--server URL --token T]
+                         execute through the kernel and write standalone HTML reports and an index
   device                 the selected device: GPU adapter (if any) and CPU (model, cores, SIMD)
   bench [--json] [--out FILE] [--quick] [--device cpu|webgpu]
                          GEMM throughput (fp32, int8, 4-bit), engine overhead, fp32 peak; targets checked
@@ -39,6 +41,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'kernel': {
         const { kernelCommand } = await import('./commands/kernel.ts');
         return await kernelCommand(rest);
+      }
+      case 'report': {
+        const { reportCommand } = await import('./commands/report.ts');
+        return await reportCommand(rest);
       }
       case 'gpu-check': {
         const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } } });

@@ -36,8 +36,8 @@ export class DirectClient {
   private readonly iopubMsgs: Message[] = [];
   private readonly replies: Message[] = [];
   private waiters: (() => void)[] = [];
-  /** Called for every iopub message as it arrives. */
-  onIOPub: ((m: Message) => void) | null = null;
+  /** Listeners by request id, for iopub messages as they arrive (a live chart's late updates included). */
+  private readonly listeners = new Map<string, (m: Message) => void>();
 
   constructor(private readonly opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {}
 
@@ -60,7 +60,8 @@ export class DirectClient {
     void (async () => {
       for await (const frames of this.iopub) {
         const m = decode(frames as Buffer[], this.signer);
-        this.onIOPub?.(m);
+        const id = m.parent_header.msg_id;
+        if (id) this.listeners.get(id)?.(m);
         this.arrived(this.iopubMsgs, m);
       }
     })().catch(() => {});
@@ -123,9 +124,13 @@ export class DirectClient {
     return this.iopubMsgs.filter((m) => m.parent_header.msg_id === msgId);
   }
 
-  async execute(code: string, timeoutMs = 600_000): Promise<{ reply: Message; outputs: Message[] }> {
-    const reply = await this.request('execute_request', { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: false }, 'shell', timeoutMs);
-    return { reply, outputs: await this.outputs(reply.parent_header.msg_id!, timeoutMs) };
+  /** Runs code; onMessage sees each of its iopub messages as it arrives, including any after the reply. */
+  async execute(code: string, timeoutMs = 600_000, onMessage?: (m: Message) => void): Promise<{ reply: Message; outputs: Message[] }> {
+    const msg = this.build('execute_request', { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: false });
+    if (onMessage) this.listeners.set(msg.header.msg_id, onMessage);
+    await this.send(msg);
+    const reply = await this.until(() => this.replies.find((r) => r.parent_header.msg_id === msg.header.msg_id), timeoutMs, 'no reply to execute_request');
+    return { reply, outputs: await this.outputs(msg.header.msg_id, timeoutMs) };
   }
 
   async interrupt(): Promise<void> {
