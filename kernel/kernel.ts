@@ -59,7 +59,8 @@ export class Kernel {
   private readonly executor: Executor;
   readonly comms: CommRegistry;
   private executionCount = 0;
-  private readonly history: [number, number, string][] = [];
+  /** [session, line, input, output text] of every stored execution. */
+  private readonly history: [number, number, string, string | null][] = [];
   private commParent: Parent | null = null;
   private queue: Promise<void> = Promise.resolve();
   private closing = false;
@@ -121,7 +122,15 @@ export class Kernel {
     else this.queue = this.queue.then(() => this.handle(msg, channel));
   }
 
+  /**
+   * Replies go out after every output published so far has left the IOPub socket: a client that reads the reply
+   * and then waits briefly for the outputs (as jupyter_kernel_test does) finds them all there.
+   */
   private reply(msg: Parent, channel: 'shell' | 'control', type: string, content: Record<string, unknown>): void {
+    void this.iopubOut.drain().then(() => this.sendReply(msg, channel, type, content));
+  }
+
+  private sendReply(msg: Parent, channel: 'shell' | 'control', type: string, content: Record<string, unknown>): void {
     const frames = encode({ identities: msg.identities, header: header(type, this.session), parent_header: msg.header, metadata: {}, content }, this.signer);
     if (channel === 'shell') void this.shellOut.send(frames);
     else this.worker.postMessage({ type: 'send', frames });
@@ -192,7 +201,7 @@ export class Kernel {
     } catch (e) {
       kernelConsole.error(`servelab kernel: ${type} failed:`, e);
     } finally {
-      this.publish('status', { execution_state: 'idle' }, msg);
+      if (!this.closing) this.publish('status', { execution_state: 'idle' }, msg);
     }
   }
 
@@ -224,7 +233,8 @@ export class Kernel {
     if (store) this.executionCount++;
     const count = this.executionCount;
     if (!silent) this.publish('execute_input', { code, execution_count: count }, msg);
-    if (store) this.history.push([1, count, code]);
+    const entry: [number, number, string, string | null] = [1, count, code, null];
+    if (store) this.history.push(entry);
     let printed = 0;
     let cut = false;
     const stream = (name: 'stdout' | 'stderr', text: string) => {
@@ -253,6 +263,7 @@ export class Kernel {
         // A string result is shown as a value (quoted), as a REPL does; display(s) shows it as text.
         const data = typeof out.value === 'string' ? { 'text/plain': inspect(out.value) } : toMimeBundle(out.value);
         if (out.hasValue && !silent) this.publish('execute_result', { execution_count: count, data: truncateText(data), metadata: {} }, msg);
+        if (out.hasValue) entry[3] = String((data as Record<string, unknown>)['text/plain'] ?? '');
         this.reply(msg, channel, 'execute_reply', { status: 'ok', execution_count: count, user_expressions: {}, payload: [] });
       } else {
         const err = out.status === 'error' ? out : { ename: 'KeyboardInterrupt', evalue: 'the cell was interrupted', traceback: ['KeyboardInterrupt: the cell was interrupted; its timers were cancelled and its AbortSignal aborted'] };
@@ -278,7 +289,12 @@ export class Kernel {
     if (run && !run.cancelled) run.stream('stderr', `${err.traceback.join('\n')}\n`);
   }
 
-  private historyFor(c: Record<string, unknown>): [number, number, string][] {
+  private historyFor(c: Record<string, unknown>): [number, number, string | [string, string | null]][] {
+    const shape = (h: [number, number, string, string | null][]) => h.map(([s, l, input, output]) => [s, l, c.output ? [input, output] : input] as [number, number, string | [string, string | null]]);
+    return shape(this.historyEntries(c));
+  }
+
+  private historyEntries(c: Record<string, unknown>): [number, number, string, string | null][] {
     const n = Number(c.n ?? 10);
     switch (c.hist_access_type) {
       case 'tail':
