@@ -1,4 +1,4 @@
-/** The `servelab` command: device, bench and gpu-check (more subcommands join as the lab grows). */
+/** The `servelab` command: kernel, build, device, bench and gpu-check (more subcommands join as the lab grows). */
 import { parseArgs } from 'node:util';
 import { ServelabError } from '../engine/index.ts';
 
@@ -8,6 +8,9 @@ commands:
   kernel install [--user|--prefix DIR]
                          register the Jupyter kernelspec servelab ("TypeScript (servelab)")
   kernel start -f FILE   run the kernel (Jupyter calls this)
+  build [--check] [--root DIR]
+                         lessons/NN-slug.md -> notebooks/NN-slug.ipynb; --check writes nothing and
+                         exits 1 listing stale or missing notebooks
   report <lesson.md|notebook.ipynb>... [-o DIR] [--all] [--server URL --token T]
                          execute through the kernel and write standalone HTML reports and an index
   device                 the selected device: GPU adapter (if any) and CPU (model, cores, SIMD)
@@ -45,6 +48,11 @@ export async function main(argv: string[]): Promise<number> {
       case 'report': {
         const { reportCommand } = await import('./commands/report.ts');
         return await reportCommand(rest);
+      }
+      case 'build': {
+        const { values } = parseArgs({ args: rest, options: { check: { type: 'boolean' }, root: { type: 'string' } } });
+        const { buildCommand } = await import('./commands/build.ts');
+        return buildCommand({ check: values.check, root: values.root });
       }
       case 'gpu-check': {
         const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } } });

@@ -18,6 +18,7 @@ import { isComplete } from './exec/complete.ts';
 import { CommRegistry } from './comm.ts';
 import { setSink, type DisplayOptions, type MimeBundle } from './display/sink.ts';
 import { toMimeBundle, truncateText } from './display/mime.ts';
+import { closeLiveCharts } from './display/live.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const VERSION = '0.1.0';
@@ -259,6 +260,8 @@ export class Kernel {
     });
     try {
       const out = await this.executor.execute(code, count, { stream, lateError: (e) => this.lateError(e, msg) });
+      // A live chart the cell left open publishes its final state now, before the reply and the idle status.
+      closeLiveCharts();
       if (out.status === 'ok') {
         // A string result is shown as a value (quoted), as a REPL does; display(s) shows it as text.
         const data = typeof out.value === 'string' ? { 'text/plain': inspect(out.value) } : toMimeBundle(out.value);
@@ -315,14 +318,20 @@ export class Kernel {
     }
   }
 
+  /** Orderly: outputs drained, sockets closed, the control thread gone, then exit (zeromq must not be torn down mid-close). */
   async shutdown(): Promise<void> {
     this.closing = true;
     this.executor.interrupt();
-    await Promise.all([this.shellOut.drain(), this.iopubOut.drain()]);
-    this.worker.postMessage({ type: 'close' });
-    setTimeout(() => process.exit(0), 100).unref();
+    // In this order: a reply waits for IOPub to drain, then joins the shell queue.
+    await this.iopubOut.drain();
+    await this.shellOut.drain();
     this.shell.close();
     this.iopub.close();
     this.stdin.close();
+    const exited = new Promise<void>((res) => this.worker.once('exit', () => res()));
+    this.worker.postMessage({ type: 'close' });
+    await Promise.race([exited, new Promise((res) => setTimeout(res, 2000))]);
+    await this.worker.terminate().catch(() => {});
+    process.exit(0);
   }
 }

@@ -1,10 +1,11 @@
-/** What every cell has without importing: the display functions, and `lab` (the running cell's AbortSignal). */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+/**
+ * What every cell has without importing: the display functions, the exercise checks (`check`, `feedback`), and
+ * `lab` (the running cell's AbortSignal), with the declarations the type checker needs for them.
+ */
+import { fileURLToPath } from 'node:url';
 import { sink, hasSink } from './display/sink.ts';
-
-const DISPLAY = join(dirname(fileURLToPath(import.meta.url)), 'display', 'display.ts');
+import { displayGlobals } from './display/display.ts';
+import { exerciseGlobals } from './lesson/exercise.ts';
 
 /** The running cell's handle: `lab.signal` aborts when the user interrupts, so long experiments can stop. */
 export const lab = {
@@ -13,20 +14,17 @@ export const lab = {
   },
 };
 
-let exportsOfDisplay: string[] = [];
-
-export async function labGlobals(): Promise<Record<string, unknown>> {
-  const mod = existsSync(DISPLAY) ? ((await import(pathToFileURL(DISPLAY).href)) as Record<string, unknown>) : {};
-  const globals = Object.fromEntries(Object.entries(mod).filter(([k, v]) => typeof v === 'function' && k !== 'displayGlobals'));
-  exportsOfDisplay = Object.keys(globals);
-  return { ...globals, lab };
+export function labGlobals(): Record<string, unknown> {
+  return { ...displayGlobals(), ...exerciseGlobals, lab };
 }
 
-/** Declarations for the type checker, matching labGlobals(); call after labGlobals. */
+/** `declare const name: typeof import(module)[name]` for each global, so cells are checked against the real types. */
 export function labPrelude(): string {
-  const from = JSON.stringify(DISPLAY);
+  const from = (rel: string) => JSON.stringify(fileURLToPath(new URL(rel, import.meta.url)));
+  const decl = (names: string[], mod: string) => names.map((k) => `declare const ${k}: typeof import(${mod})[${JSON.stringify(k)}];`);
   return [
-    ...exportsOfDisplay.map((k) => `declare const ${k}: typeof import(${from})[${JSON.stringify(k)}];`),
-    `declare const lab: typeof import(${JSON.stringify(fileURLToPath(import.meta.url))})['lab'];`,
+    ...decl(Object.keys(displayGlobals()), from('./display/display.ts')),
+    ...decl(Object.keys(exerciseGlobals), from('./lesson/exercise.ts')),
+    ...decl(['lab'], from('./lab_globals.ts')),
   ].join('\n');
 }

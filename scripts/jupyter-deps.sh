@@ -11,7 +11,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  jupyter-server jupyter-notebook jupyter-client jupyter-nbconvert
+  jupyter-server jupyter-notebook jupyter-client jupyter-nbconvert jupyter-nbformat
   python3-jupyter-kernel-test python3-nbclient python3-ipykernel
   chromium
 )

@@ -20,7 +20,7 @@ export async function kernelCommand(args: string[]): Promise<number> {
       console.error('servelab kernel start: needs -f CONNECTION_FILE (Jupyter passes it)');
       return 2;
     }
-    const globals = await labGlobals();
+    const globals = labGlobals();
     const kernel = new Kernel(readConnection(file), { prelude: labPrelude(), globals });
     await kernel.start();
     // The kernel runs until a shutdown_request or a signal ends the process.

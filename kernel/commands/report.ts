@@ -18,7 +18,6 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 async function loadNotebook(path: string): Promise<Notebook> {
   if (path.endsWith('.ipynb')) return JSON.parse(readFileSync(path, 'utf8')) as Notebook;
   if (path.endsWith('.md')) {
-    // @ts-ignore the lesson builder lands with the lessons
     const { lessonNotebook } = await import('../lesson/build.ts');
     return lessonNotebook(path) as unknown as Notebook;
   }

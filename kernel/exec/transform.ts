@@ -73,6 +73,9 @@ function topLevel(declared: string[]): ts.TransformerFactory<ts.SourceFile> {
     const hoisted: ts.Statement[] = [];
     const body: ts.Statement[] = [];
     for (const s of sf.statements) {
+      // The "use strict" prologue the emitter adds is not the cell's last expression (a cell that is just a
+      // string, like "servelab", is).
+      if (ts.isExpressionStatement(s) && ts.isStringLiteral(s.expression) && s.expression.text === 'use strict') continue;
       if (ts.isImportDeclaration(s)) {
         body.push(...importToStatements(f, s, declared));
       } else if (ts.isVariableStatement(s)) {

@@ -18,6 +18,7 @@ let sending = Promise.resolve();
 parentPort.on('message', (m) => {
   if (m.type === 'send') sending = sending.then(() => control.send(m.frames.map((f) => Buffer.from(f)))).catch(() => {});
   if (m.type === 'close') {
+    // The shutdown reply is the last thing sent; then the sockets close and the thread ends on its own.
     sending.finally(() => {
       hb.close();
       control.close();

@@ -128,6 +128,8 @@ describe('servelab kernel', () => {
     const r = await k.request('kernel_info_request', {});
     expect(r.content.status).toBe('ok');
     expect(k.iopubFor(forged.header.msg_id)).toEqual([]);
+    // The log travels on the kernel's stderr pipe, which may arrive after the reply did.
+    for (let i = 0; i < 40 && !/frames after the delimiter/.test(k.stderr); i++) await new Promise((r) => setTimeout(r, 50));
     expect(k.stderr).toMatch(/ignored a message on shell: bad signature/);
     expect(k.stderr).toMatch(/ignored a message on shell: .*(frames after the delimiter|delimiter)/);
   });
