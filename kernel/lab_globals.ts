@@ -6,11 +6,26 @@ import { fileURLToPath } from 'node:url';
 import { sink, hasSink } from './display/sink.ts';
 import { displayGlobals } from './display/display.ts';
 import { exerciseGlobals } from './lesson/exercise.ts';
+import type { CommRegistry } from './comm.ts';
 
-/** The running cell's handle: `lab.signal` aborts when the user interrupts, so long experiments can stop. */
+let comms: CommRegistry | null = null;
+
+/** The kernel hands its comm registry over once it exists. */
+export function attachComms(registry: CommRegistry): void {
+  comms = registry;
+}
+
+/**
+ * The running cell's handle: `lab.signal` aborts when the user interrupts, so long experiments can stop;
+ * `lab.comms.registerTarget(name, (comm, data) => ...)` answers comms a frontend opens.
+ */
 export const lab = {
   get signal(): AbortSignal {
     return hasSink() ? sink().signal : new AbortController().signal;
+  },
+  get comms(): CommRegistry {
+    if (!comms) throw new Error('lab.comms exists inside a running kernel only');
+    return comms;
   },
 };
 

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { installKernelspec } from '../kernelspec.ts';
 import { readConnection } from '../protocol/connection.ts';
 import { Kernel } from '../kernel.ts';
-import { labGlobals, labPrelude } from '../lab_globals.ts';
+import { attachComms, labGlobals, labPrelude } from '../lab_globals.ts';
 
 export async function kernelCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
@@ -22,6 +22,7 @@ export async function kernelCommand(args: string[]): Promise<number> {
     }
     const globals = labGlobals();
     const kernel = new Kernel(readConnection(file), { prelude: labPrelude(), globals });
+    attachComms(kernel.comms);
     await kernel.start();
     // The kernel runs until a shutdown_request or a signal ends the process.
     await new Promise(() => {});

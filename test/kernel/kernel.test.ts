@@ -147,8 +147,31 @@ describe('servelab kernel', () => {
     expect((h.content.history as unknown[]).length).toBe(2);
   });
 
+  it('a syntax error is reported with its line, and the kernel carries on', async () => {
+    const { reply } = await k.execute('const ok = 1;\nconst = ;');
+    expect(reply.content).toMatchObject({ status: 'error', ename: 'TypeScriptError' });
+    expect((reply.content.traceback as string[]).join('\n')).toMatch(/line 2, column 7: Variable declaration expected/);
+    // The cell was refused whole, so nothing of it ran: its first line did not declare `ok` either.
+    expect((await k.execute("typeof globalThis.ok")).outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': "'undefined'" });
+  });
+
+  it('a comm target registered by a cell answers the frontend', async () => {
+    const reg = await k.execute("lab.comms.registerTarget('echo', (comm, data) => {\n  comm.onMsg((d) => comm.send({ echoed: d }));\n  comm.send({ opened: data });\n});");
+    expect(reg.reply.content.status).toBe('ok');
+    const open = k.build('comm_open', { comm_id: 'e1', target_name: 'echo', data: { hello: 1 } });
+    await k.send(open);
+    await k.outputs(open.header.msg_id);
+    expect(k.iopubFor(open.header.msg_id).find((m) => m.header.msg_type === 'comm_msg')?.content).toMatchObject({ comm_id: 'e1', data: { opened: { hello: 1 } } });
+    const info = await k.request('comm_info_request', { target_name: 'echo' });
+    expect(info.content.comms).toEqual({ e1: { target_name: 'echo' } });
+    const msg = k.build('comm_msg', { comm_id: 'e1', data: { n: 2 } });
+    await k.send(msg);
+    await k.outputs(msg.header.msg_id);
+    expect(k.iopubFor(msg.header.msg_id).find((m) => m.header.msg_type === 'comm_msg')?.content).toMatchObject({ data: { echoed: { n: 2 } } });
+  });
+
   it('lists comms and closes a comm opened on an unknown target', async () => {
-    const info = await k.request('comm_info_request', {});
+    const info = await k.request('comm_info_request', { target_name: 'nope' });
     expect(info.content).toMatchObject({ status: 'ok', comms: {} });
     const open = k.build('comm_open', { comm_id: 'c1', target_name: 'nope', data: {} });
     await k.sendRaw(encode(open, k.signer));
