@@ -55,6 +55,35 @@ function nbits(seed: number, K: number, N: number, bs: number, withZp: boolean):
   ];
 }
 
+/** Quarter steps from -4 to 4: with a scale of 0.5 every odd one is an exact .5 tie for QuantizeLinear's rounding. */
+const quarters = (shape: number[]): Gen => ({ dtype: 'fp32', shape, values: Array.from({ length: numel(shape) }, (_, i) => -4 + (i % 33) * 0.25) });
+const scalar = (dtype: DType, v: number): Gen => ({ dtype, shape: [], values: [v] });
+
+/** The ops activations are quantized with on the backend: ReduceMax(Abs(x)) -> scale -> QuantizeLinear. */
+const QUANT_CASES: OpCase[] = [
+  { name: 'Abs', op: 'Abs', inputs: [floats(80, 'fp32', [5, 7], -3, 3)] },
+  { name: 'Abs fp16', op: 'Abs', inputs: [floats(81, 'fp16', [40], -3, 3)] },
+  { name: 'ReduceMax last axis keepdims', op: 'ReduceMax', inputs: [floats(82, 'fp32', [6, 33])], attrs: { axes: [-1], keepdims: true } },
+  { name: 'ReduceMax axes 0,2 no keepdims', op: 'ReduceMax', inputs: [floats(83, 'fp32', [3, 4, 5])], attrs: { axes: [0, 2], keepdims: false } },
+  { name: 'ReduceMax every axis', op: 'ReduceMax', inputs: [floats(84, 'fp32', [4, 9])], attrs: { keepdims: false } },
+  { name: 'ReduceMax fp16 axis 0', op: 'ReduceMax', inputs: [floats(85, 'fp16', [7, 3])], attrs: { axes: [0] } },
+  { name: 'Round half to even', op: 'Round', inputs: [{ dtype: 'fp32', shape: [12], values: [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, -3.5, 0.49999997, 2.5000002, 1e7 + 0.5, -7.3] }] },
+  { name: 'Round random', op: 'Round', inputs: [floats(86, 'fp32', [50], -20, 20)] },
+  { name: 'Round fp16', op: 'Round', inputs: [{ dtype: 'fp16', shape: [6], values: [-2.5, 0.5, 1.5, 2.5, 1000.5, -7.3] }] },
+  { name: 'Clip min and max', op: 'Clip', inputs: [floats(87, 'fp32', [4, 8], -3, 3)], attrs: { min: -1, max: 1.5 } },
+  { name: 'Clip min only (a scale floor)', op: 'Clip', inputs: [{ dtype: 'fp32', shape: [4], values: [0, 1e-40, 2, -1] }], attrs: { min: 2 ** -126 } },
+  { name: 'Clip max only fp16', op: 'Clip', inputs: [floats(88, 'fp16', [16], -3, 3)], attrs: { max: 0.1 } },
+  { name: 'QuantizeLinear per tensor int8 ties', op: 'QuantizeLinear', inputs: [quarters([33]), scalar('fp32', 0.5), scalar('int8', -3)] },
+  { name: 'QuantizeLinear per tensor uint8 saturating', op: 'QuantizeLinear', inputs: [floats(89, 'fp32', [4, 6], -50, 300), scalar('fp32', 0.9), absent] },
+  { name: 'QuantizeLinear per axis 0 int8 (rows)', op: 'QuantizeLinear', inputs: [floats(90, 'fp32', [3, 16], -2, 2), floats(91, 'fp32', [3], 0.005, 0.02), absent], attrs: { axis: 0, outputDtype: 'int8' } },
+  { name: 'QuantizeLinear per axis 1 uint8 zero points (columns)', op: 'QuantizeLinear', inputs: [floats(92, 'fp32', [5, 4], -2, 2), floats(93, 'fp32', [4], 0.01, 0.03), integers(94, 'uint8', [4], 0, 255)], attrs: { axis: 1 } },
+  { name: 'QuantizeLinear per axis -1 of 3-D, scale [1]', op: 'QuantizeLinear', inputs: [quarters([2, 3, 11]), { dtype: 'fp32', shape: [1], values: [0.5] }, { dtype: 'int8', shape: [1], values: [0] }], attrs: { axis: -1 } },
+  { name: 'DequantizeLinear per tensor int8', op: 'DequantizeLinear', inputs: [integers(95, 'int8', [4, 5], -128, 127), scalar('fp32', 0.0123), absent] },
+  { name: 'DequantizeLinear per tensor uint8 zero point', op: 'DequantizeLinear', inputs: [integers(96, 'uint8', [20], 0, 255), scalar('fp32', 0.37), scalar('uint8', 131)] },
+  { name: 'DequantizeLinear per axis 0 int8 zero points', op: 'DequantizeLinear', inputs: [integers(97, 'int8', [3, 8], -128, 127), floats(98, 'fp32', [3], 0.01, 0.1), integers(99, 'int8', [3], -20, 20)], attrs: { axis: 0 } },
+  { name: 'DequantizeLinear per axis 1 uint8', op: 'DequantizeLinear', inputs: [integers(100, 'uint8', [4, 6], 0, 255), floats(101, 'fp32', [6], 0.01, 0.1), absent], attrs: { axis: 1 } },
+];
+
 export const CASES: OpCase[] = [
   { name: 'MatMul fp32 2-D', op: 'MatMul', inputs: [floats(1, 'fp32', [7, 13]), floats(2, 'fp32', [13, 5])] },
   { name: 'MatMul fp32 K=512', op: 'MatMul', inputs: [floats(3, 'fp32', [16, 512]), floats(4, 'fp32', [512, 24])] },
@@ -108,6 +137,7 @@ export const CASES: OpCase[] = [
   { name: 'Attention causal GQA', op: 'Attention', inputs: [floats(64, 'fp32', [2, 4, 3, 8]), floats(65, 'fp32', [2, 2, 5, 8]), floats(66, 'fp32', [2, 2, 5, 8])], attrs: { causal: true } },
   { name: 'Attention decode step', op: 'Attention', inputs: [floats(67, 'fp32', [1, 4, 1, 16]), floats(68, 'fp32', [1, 1, 7, 16]), floats(69, 'fp32', [1, 1, 7, 16])], attrs: { causal: true, scale: 0.1 } },
   { name: 'Attention fp16', op: 'Attention', inputs: [floats(70, 'fp16', [1, 2, 4, 8]), floats(71, 'fp16', [1, 2, 4, 8]), floats(72, 'fp16', [1, 2, 4, 8])], attrs: { causal: true } },
+  ...QUANT_CASES,
 ];
 
 function make(dev: Device, g: Gen): Tensor | null {

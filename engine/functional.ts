@@ -63,3 +63,21 @@ export async function dynamicQuantizeLinear(x: Tensor): Promise<{ y: Tensor; sca
 /** A [.., K] fp32 times a 4-bit block-quantized weight in MatMulNBits layout (see engine/graph/ops.ts). */
 export const matmulNBits = (a: Tensor, packed: Tensor, scales: Tensor, opts: { K: number; N: number; blockSize?: number; zeroPoints?: Tensor | null }) =>
   one('MatMulNBits', [a, packed, scales, opts.zeroPoints ?? null], { K: opts.K, N: opts.N, blockSize: opts.blockSize ?? 32, bits: 4 });
+
+export const abs = (x: Tensor) => one('Abs', [x]);
+/** Max over `axes` (every axis when omitted); keepdims defaults to true, as in ONNX. */
+export const reduceMax = (x: Tensor, axes?: readonly number[], keepdims = true) => one('ReduceMax', [x], { ...(axes ? { axes } : {}), keepdims });
+/** Round half to even: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2. */
+export const round = (x: Tensor) => one('Round', [x]);
+export const clip = (x: Tensor, min?: number, max?: number) => one('Clip', [x], { ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}) });
+
+/**
+ * saturate(roundHalfEven(x / scale) + zeroPoint): a scalar scale per tensor, a 1-D one along `axis` (default 1, as
+ * ONNX). The codes take the zero point's dtype, else `outputDtype` (default uint8).
+ */
+export const quantizeLinear = (x: Tensor, scale: Tensor, zeroPoint: Tensor | null = null, opts: { axis?: number; outputDtype?: 'int8' | 'uint8' } = {}) =>
+  one('QuantizeLinear', [x, scale, zeroPoint], { ...(opts.axis !== undefined ? { axis: opts.axis } : {}), ...(opts.outputDtype ? { outputDtype: opts.outputDtype } : {}) });
+
+/** (x - zeroPoint) * scale in fp32, scales laid out as for quantizeLinear. */
+export const dequantizeLinear = (x: Tensor, scale: Tensor, zeroPoint: Tensor | null = null, opts: { axis?: number } = {}) =>
+  one('DequantizeLinear', [x, scale, zeroPoint], opts.axis !== undefined ? { axis: opts.axis } : {});

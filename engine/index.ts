@@ -12,3 +12,5 @@ export { adapterInfo, type AdapterInfo } from './device/adapter.ts';
 export type { Backend, BackendName } from './backends/backend.ts';
 export * from './functional.ts';
 export { withSignal, currentSignal, throwIfAborted } from './abort.ts';
+export * from './precision/index.ts';
+export * from './quant/index.ts';

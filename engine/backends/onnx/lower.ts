@@ -4,6 +4,7 @@ import { fp16ArrayToFp32, fp32ArrayToFp16 } from '../../dtype/fp16.ts';
 import { bf16ArrayToFp32 } from '../../dtype/bf16.ts';
 import type { Storage, Tensor } from '../../tensor/tensor.ts';
 import type { Graph, Node, Value } from '../../graph/graph.ts';
+import { keepDims, reduceAxes, scaleAxis } from '../../graph/ops_quant.ts';
 import { AttrType, OnnxType, encodeModel, valueInfo, type OnnxAttribute, type OnnxModel, type OnnxNode, type OnnxTensor } from './proto.ts';
 
 export const OPSET = 21;
@@ -44,8 +45,8 @@ function feedType(d: DType, opts: LowerOptions): number {
 
 const isEmulated = (d: DType, opts: LowerOptions) => d === 'bf16' || (d === 'fp16' && !opts.nativeFp16);
 const roundType = (d: DType) => (d === 'fp16' ? OnnxType.FLOAT16 : OnnxType.BFLOAT16);
-// Pure data movement: results are already representable, no rounding needed.
-const EXACT_OPS = new Set(['Gather', 'Reshape', 'Transpose']);
+// Data movement, and ops whose results are already representable in their input's dtype: no rounding needed.
+const EXACT_OPS = new Set(['Gather', 'Reshape', 'Transpose', 'Abs', 'ReduceMax', 'Round']);
 
 function attr(name: string, v: number | string | readonly number[], float = false): OnnxAttribute {
   if (typeof v === 'string') return { name, type: AttrType.STRING, s: new TextEncoder().encode(v) };
@@ -91,6 +92,11 @@ class Emitter {
     if (t.dtype === 'bf16') data = bf16ArrayToFp32(data as Uint16Array);
     else if (t.dtype === 'fp16' && type === OnnxType.FLOAT) data = fp16ArrayToFp32(data as Uint16Array);
     return this.init(type, [...t.shape], new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  /** An all-zero int8 or uint8 constant (an explicit zero point, which fixes QuantizeLinear's output dtype). */
+  zeros8(type: number, dims: number[]): string {
+    return this.init(type, dims, new Uint8Array(dims.reduce((p, d) => p * d, 1)));
   }
 
   private init(type: number, dims: number[], raw: Uint8Array): string {
@@ -194,6 +200,29 @@ function lowerNode(e: Emitter, n: Node, ins: string[], opts: LowerOptions): stri
       return [e.node('Cast', ins, [attr('to', onnxType(a.to as DType, opts))])];
     case 'Attention':
       return [lowerAttention(e, n, ins, onnxType(n.inputs[0]!.dtype, opts))];
+    case 'Abs':
+    case 'Round':
+      return [e.node(n.op, ins)];
+    case 'ReduceMax': {
+      // Since opset 18 the axes are an int64 input; absent, every axis is reduced.
+      const axes = a.axes === undefined ? null : reduceAxes(n.inputs[0]!.shape, a.axes);
+      return [e.node('ReduceMax', axes ? [ins[0], e.int64(axes)] : [ins[0]], [attr('keepdims', keepDims(a) ? 1 : 0)])];
+    }
+    case 'Clip': {
+      const type = onnxType(n.inputs[0]!.dtype, opts);
+      const bound = (k: string) => (a[k] === undefined ? '' : e.float(new Float32Array([a[k] as number]), [], type));
+      return [e.node('Clip', trimOptional([ins[0], bound('min'), bound('max')]))];
+    }
+    case 'QuantizeLinear':
+    case 'DequantizeLinear': {
+      const [x, scale, zp] = n.inputs;
+      const axis = scaleAxis(n.op, x!, scale!, a);
+      const axisAttr = axis === null ? [] : [attr('axis', axis)];
+      if (n.op === 'DequantizeLinear') return [e.node(n.op, trimOptional(ins), axisAttr)];
+      // Without a zero point ONNX picks uint8; an explicit zero one of the wanted dtype picks int8 too.
+      const z = zp ? ins[2] : e.zeros8(onnxType(n.outputs[0].dtype, opts), [...scale!.shape]);
+      return [e.node(n.op, [ins[0], ins[1], z], axisAttr)];
+    }
   }
 }
 

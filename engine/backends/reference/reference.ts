@@ -6,7 +6,9 @@ import { storageFor, type Storage } from '../../tensor/tensor.ts';
 import { fp16ArrayToFp32, fp32ArrayToFp16 } from '../../dtype/fp16.ts';
 import { bf16ArrayToFp32, fp32ArrayToBf16 } from '../../dtype/bf16.ts';
 import { reshapeTarget } from '../../graph/ops.ts';
+import { keepDims, reduceAxes, scaleAxis } from '../../graph/ops_quant.ts';
 import * as K from './kernels.ts';
+import * as Q from './quant_kernels.ts';
 
 /** Storage -> float64 values (fp16/bf16 decoded exactly). */
 export function decode(dtype: DType, s: Storage): Float64Array {
@@ -126,6 +128,32 @@ export class ReferenceBackend implements Backend {
         case 'Attention':
           r = K.attention(f(x!), x!.shape, f(y!), y!.shape, f(z!), z!.shape, Boolean(a.causal), a.scale as number | undefined)[0];
           break;
+        case 'Abs':
+          r = f(x!).map(Math.abs);
+          break;
+        case 'ReduceMax':
+          r = Q.reduceMax(f(x!), x!.shape, reduceAxes(x!.shape, a.axes), keepDims(a))[0];
+          break;
+        case 'Round':
+          r = f(x!).map(K.roundHalfEven);
+          break;
+        case 'Clip': {
+          const lo = (a.min as number | undefined) ?? -Infinity;
+          const hi = (a.max as number | undefined) ?? Infinity;
+          r = f(x!).map((v) => Math.min(hi, Math.max(lo, v)));
+          break;
+        }
+        case 'QuantizeLinear': {
+          const zp = z ? (vals.get(z) as Int8Array | Uint8Array) : null;
+          const q = Q.quantizeLinear(vals.get(x!) as Float32Array, x!.shape, vals.get(y!) as Float32Array, zp, scaleAxis(n.op, x!, y!, a), out0.dtype as 'int8' | 'uint8');
+          vals.set(out0, q);
+          continue;
+        }
+        case 'DequantizeLinear': {
+          const zp = z ? (vals.get(z) as Int8Array | Uint8Array) : null;
+          r = Q.dequantizeLinear(vals.get(x!) as Int8Array | Uint8Array, x!.shape, vals.get(y!) as Float32Array, zp, scaleAxis(n.op, x!, y!, a));
+          break;
+        }
       }
       vals.set(out0, encode(out0.dtype, r));
     }

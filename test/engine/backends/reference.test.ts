@@ -80,7 +80,8 @@ describe('reference backend against numpy (test/fixtures/ops/cases.json)', () =>
   it('covers every op in the fixture set', () => {
     const ops = new Set(CASES.map((c) => c.op));
     for (const op of ['MatMul', 'MatMulInteger', 'DynamicQuantizeLinear', 'MatMulNBits', 'Add', 'Sub', 'Mul', 'Div', 'Softmax',
-      'LayerNormalization', 'RMSNorm', 'Gelu', 'SiLU', 'Sigmoid', 'Gather', 'Reshape', 'Transpose', 'Cast', 'Attention']) {
+      'LayerNormalization', 'RMSNorm', 'Gelu', 'SiLU', 'Sigmoid', 'Gather', 'Reshape', 'Transpose', 'Cast', 'Attention',
+      'Abs', 'ReduceMax', 'Round', 'Clip', 'QuantizeLinear', 'DequantizeLinear']) {
       expect(ops.has(op as OpName), op).toBe(true);
     }
   });

@@ -1,0 +1,118 @@
+/**
+ * The ops quantization is built from (ONNX operator spec, opset 21): Abs, ReduceMax, Round, Clip, and
+ * QuantizeLinear / DequantizeLinear with per-tensor or per-axis scales, so that an activation is quantized on the
+ * backend as one graph: ReduceMax(Abs(x)) -> scale -> QuantizeLinear. Round's gradient is zero almost everywhere
+ * (quantization-aware training replaces it by the straight-through estimator); the others have textbook gradients
+ * or are integer-only.
+ */
+import { DTypeError, ShapeError } from '../errors.ts';
+import type { DType } from '../dtype/dtype.ts';
+import type { Value } from './graph.ts';
+import { attrNum, dtypeIn, FLOATS, normAxis, req, unaryFloat, type Attrs, type OpSpec } from './infer.ts';
+
+const CODES: readonly DType[] = ['int8', 'uint8'];
+
+/** The axes ReduceMax reduces, normalized and checked; absent means every axis (ONNX noop_with_empty_axes = 0). */
+export function reduceAxes(shape: readonly number[], axes: Attrs[string] | undefined): number[] {
+  const r = shape.length;
+  if (axes === undefined) return [...Array(r).keys()];
+  if (!Array.isArray(axes) || axes.length === 0) {
+    throw new ShapeError('ReduceMax', [shape], `axes must be a non-empty list of integers (omit it to reduce every axis), got ${JSON.stringify(axes)}`);
+  }
+  const norm = axes.map((a) => normAxis('ReduceMax', a, r, shape));
+  if (new Set(norm).size !== norm.length) throw new ShapeError('ReduceMax', [shape], `axes ${JSON.stringify(axes)} name an axis twice`);
+  return norm.sort((p, q) => p - q);
+}
+
+export function keepDims(attrs: Attrs): boolean {
+  const k = attrs.keepdims ?? true;
+  if (k !== true && k !== false && k !== 0 && k !== 1) throw new ShapeError('ReduceMax', [], `keepdims must be a boolean (or 0/1), got ${JSON.stringify(k)}`);
+  return Boolean(k);
+}
+
+/**
+ * The per-axis layout of a scale against x: null for per-tensor (a scalar or one-element scale, as ONNX and
+ * onnxruntime treat [1]), else the normalized axis whose length the 1-D scale must have.
+ */
+export function scaleAxis(op: string, x: Value, scale: Value, attrs: Attrs): number | null {
+  if (attrs.blockSize !== undefined || attrs.block_size !== undefined) {
+    throw new ShapeError(op, [x.shape], 'blocked scales are not supported; reshape x to [..., K/B, B] and quantize per axis');
+  }
+  dtypeIn(op, scale, ['fp32'], 'scale');
+  const s = scale.shape;
+  if (s.length === 0 || (s.length === 1 && s[0] === 1)) return null;
+  if (s.length !== 1) throw new ShapeError(op, [x.shape, s], 'scale must be a scalar (per tensor) or 1-D (per axis)');
+  const axis = normAxis(op, attrNum(op, attrs, 'axis', 1), x.shape.length, x.shape);
+  if (x.shape[axis] !== s[0]) throw new ShapeError(op, [x.shape, s], `a per-axis scale must have x's length along axis ${axis} (${x.shape[axis]}), got ${s[0]}`);
+  return axis;
+}
+
+function zeroPointLike(op: string, zp: Value | null, scale: Value, dtype?: DType): void {
+  if (!zp) return;
+  dtypeIn(op, zp, dtype ? [dtype] : CODES, 'zero point');
+  if (zp.shape.join() !== scale.shape.join()) throw new ShapeError(op, [scale.shape, zp.shape], 'the zero point must have the scale\'s shape');
+}
+
+export const QUANT_OPS = {
+  Abs: unaryFloat('Abs'),
+
+  /** Max over `axes` (all when absent); keepdims (default true) keeps reduced axes as length 1. */
+  ReduceMax: {
+    infer(inputs, attrs) {
+      const [x] = req('ReduceMax', inputs, 1);
+      dtypeIn('ReduceMax', x, FLOATS);
+      const axes = reduceAxes(x.shape, attrs.axes);
+      const keep = keepDims(attrs);
+      for (const a of axes) if (x.shape[a] === 0) throw new ShapeError('ReduceMax', [x.shape], `axis ${a} has length 0: the max of nothing is undefined`);
+      const shape = x.shape.flatMap((d, i) => (axes.includes(i) ? (keep ? [1] : []) : [d]));
+      return [{ dtype: x.dtype, shape }];
+    },
+  },
+
+  /** Round half to even (ONNX Round; 2.5 -> 2, -3.5 -> -4). */
+  Round: unaryFloat('Round'),
+
+  /** Clamp to [min, max]; either bound may be absent. Bounds are attributes here, inputs in ONNX (lowered as constants). */
+  Clip: {
+    infer(inputs, attrs) {
+      const [x] = req('Clip', inputs, 1);
+      dtypeIn('Clip', x, FLOATS);
+      const lo = attrs.min === undefined ? -Infinity : attrNum('Clip', attrs, 'min');
+      const hi = attrs.max === undefined ? Infinity : attrNum('Clip', attrs, 'max');
+      if (lo > hi) throw new ShapeError('Clip', [x.shape], `min ${lo} is above max ${hi}`);
+      return [{ dtype: x.dtype, shape: x.shape }];
+    },
+  },
+
+  /**
+   * y = saturate(roundHalfEven(x / scale) + zeroPoint), the division in fp32. The codes take the zero point's dtype,
+   * or `outputDtype` (default uint8, as ONNX) when there is none. Scale and zero point: scalar, or 1-D along `axis`
+   * (default 1, as ONNX).
+   */
+  QuantizeLinear: {
+    optional: [2],
+    infer(inputs, attrs) {
+      const op = 'QuantizeLinear';
+      const [x, scale, zp] = req(op, inputs, 3, [2]);
+      dtypeIn(op, x, ['fp32'], 'x');
+      scaleAxis(op, x, scale, attrs);
+      const want = attrs.outputDtype as DType | undefined;
+      if (want !== undefined && !CODES.includes(want)) throw new DTypeError(op, [String(want)], 'outputDtype must be one of int8/uint8');
+      zeroPointLike(op, zp, scale, want);
+      return [{ dtype: zp?.dtype ?? want ?? 'uint8', shape: x.shape }];
+    },
+  },
+
+  /** y = (x - zeroPoint) * scale in fp32; scale and zero point laid out as for QuantizeLinear. */
+  DequantizeLinear: {
+    optional: [2],
+    infer(inputs, attrs) {
+      const op = 'DequantizeLinear';
+      const [x, scale, zp] = req(op, inputs, 3, [2]);
+      dtypeIn(op, x, CODES, 'x');
+      scaleAxis(op, x, scale, attrs);
+      zeroPointLike(op, zp, scale, x.dtype);
+      return [{ dtype: 'fp32', shape: x.shape }];
+    },
+  },
+} satisfies Record<string, OpSpec>;
