@@ -49,7 +49,7 @@ export function formatFacts(dtype: FloatDType): FormatFacts {
   };
 }
 
-/** fp32, fp16 and bf16 side by side: the table of the lecture's "Numerical SumPrecision" slide, measured. */
+/** fp32, fp16 and bf16 side by side: the table of the lecture's "Numerical Precision" slide, measured. */
 export function formatTable(dtypes: readonly FloatDType[] = FLOAT_DTYPES): FormatFacts[] {
   return dtypes.map(formatFacts);
 }

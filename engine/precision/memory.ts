@@ -25,7 +25,7 @@ export interface WeightMemoryRow {
    */
   scaleFormulaBytes: number;
   scaleMeasuredBytes: number;
-  /** (measured weight + scale bytes) x 8 / params: 4.125 bits for 4-bit with blocks of 32 and fp32 scales. */
+  /** (measured weight + scale bytes) x 8 / params: 5 bits for 4-bit with blocks of 32 and fp32 scales (one 32-bit scale per 32 weights). */
   effectiveBitsPerParam: number;
   /** Live bytes were back where they started once the tensors were disposed. */
   released: boolean;
