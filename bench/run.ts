@@ -1,10 +1,14 @@
-/** `servelab bench`: GEMM throughput per format, engine overhead and the machine's peak, printed and saved as JSON with targets checked. */
+/**
+ * `servelab bench`: GEMM throughput per format, quantized Linear layers (int8, LLM.int8) against fp32 with bytes per
+ * weight, engine overhead and the machine's peak, printed and saved as JSON with targets checked.
+ */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { cpuInfo, createDevice, type Device } from '../engine/index.ts';
 import { benchGemm, SHAPES, type GemmResult } from './gemm.ts';
 import { gemmOverhead, tinyOpOverhead, type Overhead } from './overhead.ts';
 import { fp32Peak } from './peak.ts';
+import { benchQuant, printQuant, type QuantBench } from './quant.ts';
 
 export interface Target {
   name: string;
@@ -19,6 +23,8 @@ export interface BenchReport {
   machine: { cpu: string; cores: number; simd: string[]; peakGflops: number; peakSource: string };
   device: { name: string; backend: string; placement: Record<string, string>; notes: string[] };
   results: GemmResult[];
+  /** Quantized Linear layers against fp32 as the batch and the layer grow, and bytes per weight per format. */
+  quant: QuantBench;
   overhead: { engineUs: number; rawUs: number; gemm1024: Overhead; tiny: Overhead };
   targets: Target[];
   date: string;
@@ -28,7 +34,8 @@ export interface BenchReport {
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 export async function runBench(opts: { device?: string; quick?: boolean } = {}): Promise<BenchReport> {
-  const dev: Device = await createDevice(opts.device ?? process.env.SERVELAB_DEVICE ?? 'cpu');
+  const kind = opts.device ?? process.env.SERVELAB_DEVICE ?? 'cpu';
+  const dev: Device = await createDevice(kind);
   const cpu = cpuInfo();
   log(`servelab bench on ${dev.name} (${cpu.model}, ${cpu.cores} cores)`);
   const peak = fp32Peak();
@@ -44,6 +51,7 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
       log(`  [${++step}/${shapes.length * formats.length}] ${f.padEnd(4)} ${shape.join('x').padEnd(14)} ${r.ms.toFixed(3).padStart(9)} ms ${r.gflops.toFixed(1).padStart(7)} GFLOP/s`);
     }
   }
+  const quant = await benchQuant(kind, { quick: opts.quick });
   log('  overhead: engine against raw onnxruntime session.run ...');
   const tiny = await tinyOpOverhead(dev);
   const gemm1024 = await gemmOverhead(dev);
@@ -51,6 +59,7 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
     machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
     device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },
     results,
+    quant,
     overhead: { engineUs: tiny.engineUs, rawUs: tiny.rawUs, tiny, gemm1024 },
     targets: [],
     date: new Date().toISOString(),
@@ -87,6 +96,16 @@ export function checkTargets(rep: BenchReport): Target[] {
     const x = f4096.ms / q4096.ms;
     t.push({ name: '4-bit decode GEMV 1x4096x4096 at least 5x faster than fp32', met: x >= 5, measured: `${x.toFixed(2)}x (${q4096.ms.toFixed(3)} ms vs ${f4096.ms.toFixed(3)} ms)`, goal: '>= 5x', gap: x >= 5 ? undefined : `${(5 - x).toFixed(2)}x short` });
   }
+  const bytes = rep.quant?.bytesPerWeight ?? [];
+  if (bytes.length) {
+    const off = bytes.filter((b) => b.measuredBytes !== b.formulaBytes);
+    t.push({
+      name: 'tracker bytes of each weight format match its formula',
+      met: off.length === 0,
+      measured: off.length ? off.map((b) => `${b.format}: ${b.measuredBytes} B, formula ${b.formulaBytes} B`).join('; ') : `${bytes.length} formats exact`,
+      goal: 'equal',
+    });
+  }
   const g = rep.overhead.gemm1024;
   const rel = g.engineUs / g.rawUs - 1;
   t.push({ name: 'engine overhead at GEMM 1024 within 10% of raw onnxruntime', met: rel <= 0.1, measured: `${(rel * 100).toFixed(1)}% (${(g.engineUs / 1000).toFixed(2)} ms vs ${(g.rawUs / 1000).toFixed(2)} ms)`, goal: '<= 10%' });
@@ -106,6 +125,7 @@ export function printReport(rep: BenchReport): void {
   for (const r of rep.results) {
     out.push(`${r.op.padEnd(37)}${r.dtype.padEnd(7)}${`${r.m} x ${r.k} x ${r.n}`.padEnd(18)}${r.ms.toFixed(3).padStart(9)}${r.gflops.toFixed(1).padStart(12)}`);
   }
+  if (rep.quant) out.push(...printQuant(rep.quant));
   out.push(`\noverhead: tiny op engine ${rep.overhead.tiny.engineUs.toFixed(1)} us, raw ${rep.overhead.tiny.rawUs.toFixed(1)} us; ` + `GEMM 1024 engine ${(rep.overhead.gemm1024.engineUs / 1000).toFixed(2)} ms, raw ${(rep.overhead.gemm1024.rawUs / 1000).toFixed(2)} ms`);
   out.push('\ntargets:');
   for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);

@@ -14,3 +14,4 @@ export * from './functional.ts';
 export { withSignal, currentSignal, throwIfAborted } from './abort.ts';
 export * from './precision/index.ts';
 export * from './quant/index.ts';
+export * from './nn/index.ts';

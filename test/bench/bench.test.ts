@@ -23,6 +23,34 @@ describe('servelab bench', () => {
     expect(rep.overhead.engineUs).toBeGreaterThan(0);
     expect(rep.overhead.rawUs).toBeGreaterThan(0);
     expect(rep.targets.map((t) => t.name)).toContain('4-bit decode GEMV 1x4096x4096 at least 5x faster than fp32');
+
+    // Quantized Linear layers: every format and outlier count at every shape of both sweeps, speedups against the
+    // fp32 row of the same shape, and bytes per weight as the tracker counted them, equal to each format's formula.
+    const q = rep.quant;
+    expect(q.batch).toEqual({ k: 1024, n: 1024, ms: [1, 64, 512] });
+    expect(q.size).toEqual({ m: 128, hidden: [256, 1024] });
+    const series = [...new Set(q.matmul.map((r) => `${r.sweep} ${r.format} ${r.outlierDims}`))].sort();
+    expect(series).toEqual(['batch fp32 0', 'batch int8 0', 'batch llm.int8 0', 'batch llm.int8 8', 'size fp32 0', 'size int8 0', 'size llm.int8 8']);
+    for (const r of q.matmul) {
+      expect(r.ms).toBeGreaterThan(0);
+      expect(r.gops).toBeCloseTo((2 * r.m * r.k * r.n) / r.ms / 1e6, 6);
+      const fp32 = q.matmul.find((f) => f.sweep === r.sweep && f.format === 'fp32' && f.m === r.m && f.k === r.k)!;
+      expect(r.speedupVsFp32).toBeCloseTo(fp32.ms / r.ms, 9);
+    }
+    expect(q.matmul.filter((r) => r.sweep === 'batch')).toHaveLength(3 * 4);
+    expect(q.crossover.map((c) => `${c.sweep} ${c.format} ${c.outlierDims}`).sort()).toEqual(series.filter((x) => !x.includes('fp32')));
+    for (const c of q.crossover) expect(c.from === null || q.batch.ms.includes(c.from) || q.size.hidden.includes(c.from)).toBe(true);
+    const bpw = Object.fromEntries(q.bytesPerWeight.map((b) => [b.format, b]));
+    expect(Object.keys(bpw)).toEqual(['fp32', 'fp16', 'bf16', 'int8', 'llm.int8', 'llm.int8/bitsandbytes', 'int4']);
+    const K = 1024;
+    expect(Object.fromEntries(q.bytesPerWeight.map((b) => [b.format, b.measuredBytes]))).toEqual({
+      fp32: 4 * K * K, fp16: 2 * K * K, bf16: 2 * K * K, int8: K * K + 4 * K, 'llm.int8': 3 * K * K + 4 * K,
+      'llm.int8/bitsandbytes': K * K + 4 * K, int4: (K * K) / 2 + 4 * K * (K / 32),
+    });
+    for (const b of q.bytesPerWeight) expect(b.measuredBytes).toBe(b.formulaBytes);
+    expect(bpw.int4.bitsPerWeight).toBe(5);
+    expect(q.seconds).toBeLessThan(60);
+    expect(rep.targets.find((t) => t.name === 'tracker bytes of each weight format match its formula')?.met).toBe(true);
   }, 300_000);
 
   it('names the gap of a missed target', () => {
