@@ -90,6 +90,8 @@ function show(name: string, ok: boolean, message: string): void {
 export function check(name: string, actual: unknown, expected: number | readonly number[], opts: CheckOptions = {}): CheckResult {
   const tol = opts.tolerance ?? 1e-6;
   let failure: { why: string; ratio: number | null } | null;
+  // The number a function hint is given: the value itself, or an array's first wrong element.
+  let got0: unknown = actual;
   let exp0 = 0;
   if (typeof expected === 'number') {
     failure = diagnose(actual, expected, opts);
@@ -103,6 +105,7 @@ export function check(name: string, actual: unknown, expected: number | readonly
       const f = diagnose(a[i], expected[i], opts);
       if (f) {
         failure = { why: `[${i}] ${f.why}`, ratio: f.ratio };
+        got0 = a[i];
         exp0 = expected[i];
       }
     }
@@ -115,7 +118,7 @@ export function check(name: string, actual: unknown, expected: number | readonly
     const within = tol >= 1e-4 && typeof expected === 'number' && expected !== 0 ? ` (within ${formatNumber(tol * 100, 3)}%)` : '';
     message = `✅ ${label}${shown}: correct${within}.`;
   } else {
-    const hint = hintFor(opts, actual, exp0);
+    const hint = hintFor(opts, got0, exp0);
     message = `❌ ${label} ${failure.why}.${hint ? `\n\n💡 ${hint}` : ''}`;
   }
   show(name, !failure, message);

@@ -6,6 +6,7 @@ import type { Output } from './outputs.ts';
 import { sourceOf, type Notebook } from './execute.ts';
 
 const PLOTLY = 'application/vnd.plotly.v1+json';
+const PLOTLY_BANNER = /\* plotly\.js v\d+\.\d+/;
 const marked = new Marked({ gfm: true });
 const require = createRequire(import.meta.url);
 let plotlySource: string | null = null;
@@ -37,6 +38,8 @@ function renderOutput(o: Output, figures: unknown[]): string {
   if (d['image/png']) return `<img alt="" src="data:image/png;base64,${text(d['image/png']).trim()}">`;
   if (d['image/jpeg']) return `<img alt="" src="data:image/jpeg;base64,${text(d['image/jpeg']).trim()}">`;
   if (d['image/svg+xml']) return `<div class="svg">${text(d['image/svg+xml'])}</div>`;
+  // The kernel's own plotly.js loader output: the report embeds plotly.js once in <head> instead.
+  if (d['text/html'] && PLOTLY_BANNER.test(text(d['text/html']))) return '';
   if (d['text/html']) return `<div class="html">${text(d['text/html'])}</div>`;
   if (d['text/markdown']) return `<div class="markdown">${marked.parse(text(d['text/markdown'])) as string}</div>`;
   if (d['text/plain'] !== undefined) return `<pre class="result">${esc(stripAnsi(text(d['text/plain'])))}</pre>`;

@@ -45,6 +45,8 @@ describe('check', () => {
     expect(check('cost', '2', 2).message).toBe('❌ **cost** is a string, not a number.');
     expect(check('cost', Infinity, 2).message).toBe('❌ **cost** is Infinity: a division by zero?.');
     expect(check('cost', 4, 2, { hint: (a, e) => `you have ${a / e} times too much` }).message).toMatch(/\n\n💡 you have 2 times too much$/);
+    // For an array, the hint gets its first wrong element.
+    expect(check('codes', [1, 6, 3], [1, 2, 3], { hint: (a, e) => `got ${a}, want ${e}` }).message).toMatch(/\n\n💡 got 6, want 2$/);
   });
 
   it('uses an absolute tolerance for an expected zero', () => {
