@@ -1,92 +1,14 @@
 /** Lesson 02 end to end through the real kernel: every code cell in order, no errors, its measurements, and both exercises' feedback. */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseLesson } from '../../kernel/lesson/parse.ts';
-import type { Message } from '../../kernel/protocol/message.ts';
-import { TestClient } from '../kernel/client.ts';
-
-const FILE = 'lessons/02-int8.md';
-const lesson = parseLesson(readFileSync(FILE, 'utf8'), FILE);
-const cells = lesson.cells.filter((c) => c.kind !== 'markdown');
-const PLOTLY = 'application/vnd.plotly.v1+json';
-
-type Data = Record<string, unknown>;
-interface Trace {
-  name?: string;
-  x?: unknown[];
-  y?: unknown[];
-}
-const displays = (ms: Message[]) => ms.filter((m) => m.header.msg_type === 'display_data');
-const updates = (ms: Message[]) => ms.filter((m) => m.header.msg_type === 'update_display_data');
-const dataOf = (m: Message) => m.content.data as Data;
-const plotTitle = (d: Data) => ((d[PLOTLY] as { layout: { title?: { text?: string } } }).layout.title?.text ?? '');
-const tracesOf = (d: Data) => (d[PLOTLY] as { data: Trace[] }).data;
-const markdownOf = (ms: Message[]) =>
-  ms
-    .filter((m) => m.header.msg_type === 'display_data' || m.header.msg_type === 'execute_result')
-    .map((m) => String(dataOf(m)['text/markdown'] ?? ''))
-    .join('\n');
-const feedbackOf = (ms: Message[]) =>
-  displays(ms)
-    .filter((m) => (m.content.metadata as { servelab?: { check?: string } }).servelab?.check)
-    .map((m) => ({ ...(m.content.metadata as { servelab: { check: string; ok?: boolean } }).servelab, text: String(dataOf(m)['text/markdown']) }));
+import { lessonRun, tracesOf, markdownOf, feedbackOf } from './lesson_run.ts';
 
 describe('lesson 02 (int8 quantization) through the kernel', () => {
-  const k = new TestClient();
-  const ran: { line: number; kind: string; source: string; outputs: Message[]; ms: number }[] = [];
+  const { cells, ran, client, run, value, figure, outputsOf, liveChart, runAll } = lessonRun('lessons/02-int8.md');
 
-  beforeAll(() => k.start(), 60_000);
-  afterAll(() => k.stop(), 30_000);
+  beforeAll(() => client.start(), 60_000);
+  afterAll(() => client.stop(), 30_000);
 
-  async function run(code: string): Promise<Message[]> {
-    const { reply, outputs } = await k.execute(code, 120_000);
-    const err = outputs.find((m) => m.header.msg_type === 'error');
-    expect(reply.content.status, err ? (err.content.traceback as string[]).join('\n') : '').toBe('ok');
-    return outputs;
-  }
-
-  async function value(expr: string): Promise<unknown> {
-    const out = await run(`console.log(JSON.stringify(${expr}))`);
-    return JSON.parse(out.filter((m) => m.header.msg_type === 'stream').map((m) => String(m.content.text)).join(''));
-  }
-
-  /** The plot with this title, among every output of the lesson's first run. */
-  function figure(title: string | RegExp): Data {
-    const all = ran.flatMap((r) => displays(r.outputs)).map(dataOf).filter((d) => d[PLOTLY]);
-    const found = all.find((d) => (typeof title === 'string' ? plotTitle(d) === title : title.test(plotTitle(d))));
-    expect(found, `a plot titled ${String(title)} among: ${all.map(plotTitle).join(' | ')}`).toBeDefined();
-    return found!;
-  }
-
-  /** Outputs of the first code cell that contains `marker`. */
-  const outputsOf = (marker: string) => ran.find((r) => r.source.includes(marker))!.outputs;
-
-  /** The final state of the live chart whose title matches, and how many updates it published. */
-  function liveChart(title: RegExp): { traces: Trace[]; text: string; updates: number } {
-    const all = ran.flatMap((r) => r.outputs);
-    const first = displays(all).find((m) => (m.content.transient as { display_id?: string } | undefined)?.display_id && dataOf(m)[PLOTLY] && title.test(plotTitle(dataOf(m))));
-    expect(first, `a live chart titled ${String(title)}`).toBeDefined();
-    const id = (first!.content.transient as { display_id: string }).display_id;
-    const ups = updates(all).filter((u) => (u.content.transient as { display_id: string }).display_id === id);
-    const last = dataOf(ups.at(-1) ?? first!);
-    return { traces: tracesOf(last), text: String(last['text/plain']), updates: ups.length };
-  }
-
-  it('runs every code cell of the lesson in order without an error', async () => {
-    const t0 = performance.now();
-    for (const c of cells) {
-      const t = performance.now();
-      const { reply, outputs } = await k.execute(c.source, 120_000);
-      ran.push({ line: c.line, kind: c.kind, source: c.source, outputs, ms: performance.now() - t });
-      const err = outputs.find((m) => m.header.msg_type === 'error');
-      expect(reply.content.status, `${FILE}:${c.line}\n${err ? (err.content.traceback as string[]).join('\n') : ''}`).toBe('ok');
-    }
-    const total = (performance.now() - t0) / 1000;
-    const device = await value('dev.toString()');
-    // Reported, not asserted: time limits belong to benchmarks, and this machine is shared.
-    const slowest = [...ran].sort((a, b) => b.ms - a.ms).slice(0, 4).map((r) => `line ${r.line}: ${(r.ms / 1000).toFixed(1)} s`);
-    console.log(`lesson 02 on ${device}: ${cells.length} code cells in ${total.toFixed(1)} s (slowest: ${slowest.join(', ')})`);
-  }, 300_000);
+  it('runs every code cell of the lesson in order without an error', () => runAll(), 300_000);
 
   it('measures int8 weight bytes with the tracker (codes plus one fp32 scale per column) and times fp32 against int8 live', async () => {
     const mem = (await value('memory.map((m) => [m.format, m.bytes])')) as [string, number][];
