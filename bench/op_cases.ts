@@ -47,7 +47,7 @@ function nbits(seed: number, K: number, N: number, bs: number, withZp: boolean):
   const r = rng(seed);
   const nb = K / bs;
   const codes = pack4(Uint8Array.from(ints(r, N * K, 0, 15)));
-  const zps = pack4(Uint8Array.from(ints(r, N * nb, 0, 15).flatMap((z, i, all) => (i % nb === nb - 1 && nb % 2 === 1 ? [z, 0] : [z])).slice(0, N * Math.ceil(nb / 2) * 2)));
+  const zps = pack4(Uint8Array.from(ints(r, N * nb, 0, 15).flatMap((z, i) => (i % nb === nb - 1 && nb % 2 === 1 ? [z, 0] : [z])).slice(0, N * Math.ceil(nb / 2) * 2)));
   return [
     { dtype: 'uint8', shape: [N, nb, bs / 2], values: Array.from(codes) },
     { dtype: 'fp32', shape: [N * nb], values: uniform(r, N * nb, 0.01, 0.1) },

@@ -31,7 +31,7 @@ export class Signer {
   private readonly key: Buffer;
   constructor(
     key: string,
-    private readonly scheme = 'hmac-sha256',
+    scheme = 'hmac-sha256',
   ) {
     if (key && scheme !== 'hmac-sha256') throw new Error(`unsupported signature scheme '${scheme}'; expected hmac-sha256`);
     this.key = Buffer.from(key, 'utf8');

@@ -1,7 +1,7 @@
 /** Bad input gets a typed error naming the op, shapes and dtypes; the device and every tensor stay usable. */
 import { describe, expect, it } from 'vitest';
 import {
-  add, apply, attention, createDevice, DeviceError, DTypeError, gather, KernelError, Graph, matmul, matmulInteger, matmulNBits, OutOfMemoryError, reshape, ShapeError, softmax, transpose,
+  add, attention, createDevice, DeviceError, DTypeError, gather, KernelError, Graph, matmul, matmulInteger, matmulNBits, reshape, ShapeError, softmax, transpose,
   type Device,
 } from '../../engine/index.ts';
 

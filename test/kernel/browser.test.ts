@@ -7,7 +7,6 @@
  * A plot counts as drawn when Plotly made its graph div with the figure's data, and a screenshot of it is not blank:
  * mostly non-white, with pixels of the trace's own colour. Screenshots go to screenshots/.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +16,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JUPYTER, PYTHON, REPO, requireJupyter, scratchJupyter, type ScratchJupyter } from './jupyter_env.ts';
 import { startJupyterServer, type JupyterServer } from './jupyter_server.ts';
+import { runCommand } from '../helpers/process.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = join(REPO, 'screenshots');
@@ -61,27 +61,6 @@ function plotNotebook(title: string) {
       },
     ],
   };
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string, timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
-    let kill: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
-      output += `\n[timed out after ${timeoutMs / 1000} s]`;
-      child.kill('SIGTERM');
-      kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    }, timeoutMs);
-    child.on('error', fail);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      clearTimeout(kill);
-      done({ code, output });
-    });
-  });
 }
 
 /** RGBA pixels of an 8-bit, non-interlaced RGB or RGBA PNG (what Chromium's screenshots are). */
@@ -278,13 +257,13 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')(`plots in he
       // Executed by the servelab kernel, as a student would have saved it.
       const source = join(scratch.dir, 'plots.ipynb');
       writeFileSync(source, JSON.stringify(plotNotebook('Plots in the classic notebook')));
-      const ex = await run(JUPYTER, ['nbconvert', '--to', 'notebook', '--execute', '--ExecutePreprocessor.kernel_name=servelab', '--output-dir', root, source], scratch.env, root, 120_000);
+      const ex = await runCommand(JUPYTER, ['nbconvert', '--to', 'notebook', '--execute', '--ExecutePreprocessor.kernel_name=servelab', '--output-dir', root, source], { env: scratch.env, cwd: root, timeoutMs: 120_000 });
       if (ex.code !== 0) throw new Error(`nbconvert --execute failed:\n${ex.output}`);
       // A copy that differs (signatures are by content), left unsigned.
       const executed = JSON.parse(readFileSync(join(root, 'plots.ipynb'), 'utf8')) as { metadata: Record<string, unknown> };
       executed.metadata.servelab = { title: 'unsigned copy' };
       writeFileSync(join(root, 'unsigned.ipynb'), JSON.stringify(executed));
-      const trust = await run(TRUST[0], [...TRUST[1], join(root, 'plots.ipynb')], scratch.env, root, 60_000);
+      const trust = await runCommand(TRUST[0], [...TRUST[1], join(root, 'plots.ipynb')], { env: scratch.env, cwd: root, timeoutMs: 60_000 });
       if (trust.code !== 0 || !/Signing notebook/.test(trust.output)) throw new Error(`jupyter trust failed:\n${trust.output}`);
       server = await startJupyterServer(scratch, { app: 'notebook', root });
     }, 180_000);
@@ -340,7 +319,7 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')(`plots in he
       dir = mkdtempSync(join(tmpdir(), 'servelab-report-browser-'));
       const input = join(dir, 'plots.ipynb');
       writeFileSync(input, JSON.stringify(plotNotebook('Plots in a report')));
-      const r = await run(process.execPath, [join(REPO, 'bin', 'servelab.js'), 'report', input, '-o', join(dir, 'out')], process.env, dir, 120_000);
+      const r = await runCommand(process.execPath, [join(REPO, 'bin', 'servelab.js'), 'report', input, '-o', join(dir, 'out')], { env: process.env, cwd: dir, timeoutMs: 120_000 });
       if (r.code !== 0) throw new Error(`servelab report failed (exit ${r.code}):\n${r.output}`);
     }, 150_000);
 

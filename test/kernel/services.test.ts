@@ -4,7 +4,6 @@
  * display updates, an interrupt through the server's REST API (a signal to the kernel), restart and shutdown;
  * then `servelab report --server` (ServerRunner) against the same server.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +13,7 @@ import { WebSocket } from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { REPO, requireJupyter, scratchJupyter, type ScratchJupyter } from './jupyter_env.ts';
 import { startJupyterServer, type JupyterServer, type StopResult } from './jupyter_server.ts';
+import { runCommand } from '../helpers/process.ts';
 
 type IOPub = KernelMessage.IIOPubMessage;
 
@@ -54,27 +54,6 @@ async function waitFor(what: string, ok: () => boolean, timeoutMs: number): Prom
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(cmd, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
-    let kill: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
-      output += `\n[killed after ${timeoutMs} ms]`;
-      child.kill('SIGTERM');
-      kill = setTimeout(() => child.kill('SIGKILL'), 5000);
-    }, timeoutMs);
-    child.on('error', fail);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      clearTimeout(kill);
-      done({ code, output });
-    });
-  });
 }
 
 requireJupyter('@jupyterlab/services against jupyter server 1.23', () => {
@@ -226,7 +205,7 @@ requireJupyter('@jupyterlab/services against jupyter server 1.23', () => {
       const input = join(dir, 'via-server.ipynb');
       writeFileSync(input, JSON.stringify(nb));
       const out = join(dir, 'out');
-      const r = await run(process.execPath, [join(REPO, 'bin', 'servelab.js'), 'report', input, '--server', server!.url.replace(/\/$/, ''), '--token', server!.token, '-o', out], scratch!.env, 90_000);
+      const r = await runCommand(process.execPath, [join(REPO, 'bin', 'servelab.js'), 'report', input, '--server', server!.url.replace(/\/$/, ''), '--token', server!.token, '-o', out], { env: scratch!.env, cwd: REPO, timeoutMs: 90_000 });
       expect(r.code, r.output).toBe(0);
       const html = join(out, 'via-server.html');
       expect(existsSync(html), r.output).toBe(true);

@@ -4,13 +4,13 @@
  * here runs too, so that this file checks the kernel under nbconvert even before a lesson exists, and a failing
  * cell is shown to fail the run.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { JUPYTER, REPO, requireJupyter, scratchJupyter, type ScratchJupyter } from '../kernel/jupyter_env.ts';
 import { reapKernels } from '../kernel/jupyter_server.ts';
+import { runCommand } from '../helpers/process.ts';
 
 const NOTEBOOKS = join(REPO, 'notebooks');
 const notebooks = existsSync(NOTEBOOKS)
@@ -39,29 +39,6 @@ interface Cell {
 interface Nb {
   metadata: { kernelspec?: { name?: string } };
   cells: Cell[];
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv, cwd: string, timeoutMs: number): Promise<{ code: number | null; output: string; ms: number }> {
-  return new Promise((done, fail) => {
-    const t0 = performance.now();
-    const child = spawn(JUPYTER, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
-    let kill: NodeJS.Timeout | undefined;
-    // SIGTERM first: nbconvert then shuts its kernel down.
-    const timer = setTimeout(() => {
-      output += `\n[timed out after ${timeoutMs / 1000} s]`;
-      child.kill('SIGTERM');
-      kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    }, timeoutMs);
-    child.on('error', fail);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      clearTimeout(kill);
-      done({ code, output, ms: performance.now() - t0 });
-    });
-  });
 }
 
 const nbconvert = (input: string, outDir: string) => [
@@ -124,7 +101,7 @@ requireJupyter('notebooks execute under jupyter nbconvert --execute', () => {
     };
     const input = join(tmp, 'small.ipynb');
     writeFileSync(input, JSON.stringify(nb));
-    const r = await run(nbconvert(input, dir), scratch!.env, tmp, 120_000);
+    const r = await runCommand(JUPYTER, nbconvert(input, dir), { env: scratch!.env, cwd: tmp, timeoutMs: 120_000 });
     expect(r.code, r.output).toBe(0);
     const done = JSON.parse(readFileSync(join(dir, 'small.ipynb'), 'utf8')) as Nb;
     expect(problems(done)).toEqual([]);
@@ -146,7 +123,7 @@ requireJupyter('notebooks execute under jupyter nbconvert --execute', () => {
     };
     const input = join(tmp, 'failing.ipynb');
     writeFileSync(input, JSON.stringify(nb));
-    const r = await run(nbconvert(input, join(tmp, 'failing')), scratch!.env, tmp, 120_000);
+    const r = await runCommand(JUPYTER, nbconvert(input, join(tmp, 'failing')), { env: scratch!.env, cwd: tmp, timeoutMs: 120_000 });
     expect(r.code).not.toBe(0);
     expect(r.output).toMatch(/CellExecutionError|RangeError: deliberate failure/);
     expect(r.output).toContain('deliberate failure');
@@ -157,7 +134,7 @@ requireJupyter('notebooks execute under jupyter nbconvert --execute', () => {
       const source = JSON.parse(readFileSync(join(NOTEBOOKS, file), 'utf8')) as Nb;
       expect(source.metadata.kernelspec?.name).toBe('servelab');
       const outDir = join(tmp, 'lessons');
-      const r = await run(nbconvert(join(NOTEBOOKS, file), outDir), scratch!.env, REPO, RUN_MS);
+      const r = await runCommand(JUPYTER, nbconvert(join(NOTEBOOKS, file), outDir), { env: scratch!.env, cwd: REPO, timeoutMs: RUN_MS });
       expect(r.code, r.output).toBe(0);
       const done = JSON.parse(readFileSync(join(outDir, basename(file)), 'utf8')) as Nb;
       expect(problems(done)).toEqual([]);

@@ -117,7 +117,7 @@ export interface Lowered {
 export function lowerGraph(g: Graph, opts: LowerOptions): Lowered {
   const e = new Emitter();
   const name = new Map<Value, string>();
-  const inputNames = g.inputs.map((v, i) => `in${i}`);
+  const inputNames = g.inputs.map((_, i) => `in${i}`);
 
   g.inputs.forEach((v, i) => {
     name.set(v, v.dtype === 'fp16' && !opts.nativeFp16 ? e.node('Cast', [inputNames[i]], [attr('to', OnnxType.FLOAT)]) : inputNames[i]);
@@ -136,7 +136,7 @@ export function lowerGraph(g: Graph, opts: LowerOptions): Lowered {
     });
   }
 
-  const outputNames = g.outputs.map((v, i) => `out${i}`);
+  const outputNames = g.outputs.map((_, i) => `out${i}`);
   g.outputs.forEach((v, i) => {
     const carried = onnxType(v.dtype, opts);
     const fetched = feedType(v.dtype, opts);
