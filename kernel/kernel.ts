@@ -221,7 +221,7 @@ export class Kernel {
         codemirror_mode: { name: 'javascript', typescript: true },
       },
       banner: `servelab ${VERSION}: TypeScript ${ts.version} on Node ${process.versions.node}, cells type-checked against earlier cells`,
-      help_links: [{ text: 'servelab', url: 'https://www.npmjs.com/package/servelab' }],
+      help_links: [],
       debugger: false,
     };
   }
@@ -247,7 +247,7 @@ export class Kernel {
       printed += text.length;
       this.publish('stream', { name, text }, msg);
     };
-    const controller = () => this.executor.running?.controller.signal ?? new AbortController().signal;
+    const cellSignal = () => this.executor.running?.controller.signal ?? new AbortController().signal;
     setSink({
       display: (bundle: MimeBundle, opts: DisplayOptions = {}) => {
         const transient = opts.displayId ? { display_id: opts.displayId } : {};
@@ -255,7 +255,7 @@ export class Kernel {
       },
       clear: (wait = false) => this.publish('clear_output', { wait }, msg),
       get signal() {
-        return controller();
+        return cellSignal();
       },
     });
     try {
