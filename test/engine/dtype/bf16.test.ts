@@ -1,30 +1,11 @@
 /** bf16 conversion checked bit for bit against an arithmetic numpy reference (test/fixtures/generate.py). */
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   bf16ArrayToFp32, bf16ToFp32, bf16ToFp32Bits, floatInfo, fp32ArrayToBf16, fp32BitsToBf16, fp32ToBf16,
 } from '../../../engine/dtype/index.ts';
+import { hex, isNaN32, readLE } from './fixtures.ts';
 
-const FIXTURES = new URL('../../fixtures/dtype/', import.meta.url);
-const manifest = JSON.parse(readFileSync(new URL('manifest.json', FIXTURES), 'utf8')) as {
-  files: { file: string; count: number }[];
-};
-
-function readLE(file: string, bytesPer: 2 | 4): Uint32Array {
-  const buf = readFileSync(new URL(file, FIXTURES));
-  const count = manifest.files.find((f) => f.file === file)?.count;
-  expect(buf.length).toBe((count ?? -1) * bytesPer);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const out = new Uint32Array(buf.length / bytesPer);
-  for (let i = 0; i < out.length; i++) {
-    out[i] = bytesPer === 4 ? view.getUint32(4 * i, true) : view.getUint16(2 * i, true);
-  }
-  return out;
-}
-
-const isNaN32 = (b: number) => (b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff) !== 0;
 const isNaNBf16 = (h: number) => (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
-const hex = (n: number) => '0x' + n.toString(16);
 const fromBits = (b: number) => new Float32Array(Uint32Array.of(b).buffer)[0];
 
 const inputs = readLE('fp32_inputs.bin', 4);
