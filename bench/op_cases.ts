@@ -20,6 +20,7 @@ export const TOL: Record<DType, { atol: number; rtol: number }> = {
   int32: { atol: 0, rtol: 0 },
   int4: { atol: 0, rtol: 0 },
   nf4: { atol: 0, rtol: 0 },
+  bool: { atol: 0, rtol: 0 },
 };
 
 type Gen = { dtype: DType; shape: number[]; values: number[] | null };

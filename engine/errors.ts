@@ -9,7 +9,7 @@ export class ShapeError extends ServelabError {
   override name = 'ShapeError';
   constructor(
     readonly op: string,
-    readonly shapes: readonly (readonly number[])[],
+    readonly shapes: readonly (readonly (number | string)[])[],
     detail: string,
   ) {
     super(`${op}: ${detail} (shapes ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')})`);

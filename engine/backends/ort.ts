@@ -1,70 +1,70 @@
-/** onnxruntime-node backends (CPU and WebGPU execution providers): graphs lowered to ONNX, one cached session per graph signature. */
+/** onnxruntime-node backends (CPU and WebGPU execution providers): a graph lowered to ONNX is compiled into one session. */
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 // onnxruntime 1.30 otherwise starts telemetry (files under ~/.cache, HTTPS uploads); read when its environment starts.
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 import * as ort from 'onnxruntime-node';
-import type { Backend, BackendName } from './backend.ts';
-import type { Graph } from '../graph/graph.ts';
+import type { Backend, BackendName, Executable } from './backend.ts';
+import type { Binding } from '../graph/bind.ts';
+import { Graph } from '../graph/graph.ts';
+import { resolveShape } from '../graph/dims.ts';
 import type { DType } from '../dtype/dtype.ts';
 import type { Storage } from '../tensor/tensor.ts';
 import { bf16ArrayToFp32, fp32ArrayToBf16 } from '../dtype/bf16.ts';
-import { lowerGraph, type LowerOptions, type Lowered } from './onnx/lower.ts';
+import { lowerGraph, type LowerOptions } from './onnx/lower.ts';
 import { DeviceError } from '../errors.ts';
+import { cpuInfo } from '../device/cpu_info.ts';
 
-const ORT_TYPE = { fp32: 'float32', fp16: 'float16', bf16: 'float32', int8: 'int8', uint8: 'uint8', int32: 'int32' } as const;
+const ORT_TYPE = { fp32: 'float32', fp16: 'float16', bf16: 'float32', int8: 'int8', uint8: 'uint8', int32: 'int32', bool: 'bool' } as const;
 
-interface Compiled {
+export interface OrtExecutable extends Executable {
   session: ort.InferenceSession;
-  lowered: Lowered;
+  inputNames: string[];
+  outputNames: string[];
   /** Profile file prefix while this session's first run still has to report where its nodes ran. */
   profilePrefix: string | null;
 }
 
 const PROVIDER: Record<string, string> = { CPUExecutionProvider: 'cpu', WebGpuExecutionProvider: 'webgpu' };
 let profileCount = 0;
-
-/** Sessions hold compiled kernels and their own arenas; bound how many stay alive. */
-const MAX_SESSIONS = 256;
+const started: Partial<Record<string, Promise<void>>> = {};
 
 export class OrtBackend implements Backend {
-  private readonly sessions = new Map<string, Compiled>();
-  private readonly pending = new Map<string, Promise<Compiled>>();
   private readonly ran = new Map<string, string>();
   private readonly lowerOpts: LowerOptions;
+  private readonly live = new Set<OrtExecutable>();
+  readonly measuresHostMemory: boolean;
 
   constructor(
     readonly name: Extract<BackendName, 'cpu' | 'webgpu'>,
     private readonly sessionOptions: ort.InferenceSession.SessionOptions = {},
   ) {
-    this.lowerOpts = { nativeFp16: name === 'webgpu' };
+    const vnni = cpuInfo().simd.some((f) => f === 'avx512_vnni' || f === 'avx_vnni');
+    this.lowerOpts = { nativeFp16: name === 'webgpu', u8s8Saturates: process.arch === 'x64' && !vnni };
+    this.measuresHostMemory = name === 'cpu';
   }
 
-  /** The compiled session for a graph, built once per signature. */
-  async compile(graph: Graph): Promise<Compiled> {
-    const hit = this.cached(graph.signature);
-    if (hit) return hit;
-    const key = graph.signature;
-    let p = this.pending.get(key);
-    if (!p) {
-      p = this.create(graph).finally(() => this.pending.delete(key));
-      this.pending.set(key, p);
-    }
-    return p;
+  ready(): Promise<void> {
+    started[this.name] ??= (async () => {
+      const g = new Graph('start');
+      const x = g.input('x', 'fp32', [1]);
+      g.output(g.op('Add', [x, x])[0]);
+      const exe = await this.compile(g);
+      await this.run(exe, g, [new Float32Array(1)], { sizes: new Map(), outputShapes: [[1]] });
+      await exe.release();
+    })();
+    return started[this.name]!;
   }
 
-  /** A compiled session if there is one, marked as most recently used (Map order is insertion order). */
-  private cached(key: string): Compiled | undefined {
-    const hit = this.sessions.get(key);
-    if (hit) {
-      this.sessions.delete(key);
-      this.sessions.set(key, hit);
-    }
-    return hit;
+  /** Constants as the session carries them: emulated fp16 and bf16 travel as fp32. */
+  estimateBytes(graph: Graph): number {
+    let n = 0;
+    for (const t of graph.constants.values()) n += t.dtype === 'bf16' || (t.dtype === 'fp16' && !this.lowerOpts.nativeFp16) ? t.numel * 4 : t.bytes;
+    return n;
   }
 
-  private async create(graph: Graph): Promise<Compiled> {
+  async compile(graph: Graph): Promise<OrtExecutable> {
     const lowered = lowerGraph(graph, this.lowerOpts);
     // The WebGPU provider hands ops it lacks to the CPU provider; only a profile of a real run tells which.
     const profilePrefix = this.name === 'webgpu' ? join(tmpdir(), `servelab-ort-${process.pid}-${profileCount++}`) : null;
@@ -81,32 +81,36 @@ export class OrtBackend implements Backend {
     } catch (e) {
       throw new DeviceError(`${this.name}: onnxruntime could not compile graph '${graph.name}' (${lowered.opTypes.join(', ')}): ${(e as Error).message}`);
     }
-    const c: Compiled = { session, lowered, profilePrefix };
-    this.sessions.set(graph.signature, c);
     if (!profilePrefix) for (const t of lowered.opTypes) this.ran.set(t, this.name);
-    while (this.sessions.size > MAX_SESSIONS) {
-      const [oldKey, old] = this.sessions.entries().next().value!;
-      this.sessions.delete(oldKey);
-      void old.session.release();
-    }
+    // The model bytes (a copy of every constant) are not kept: the session holds what it needs.
+    const c: OrtExecutable = {
+      session,
+      inputNames: lowered.inputNames,
+      outputNames: lowered.outputNames,
+      profilePrefix,
+      release: async () => {
+        if (!this.live.delete(c)) return;
+        await session.release();
+      },
+    };
+    this.live.add(c);
     return c;
   }
 
-  async run(graph: Graph, feeds: readonly Storage[]): Promise<Storage[]> {
-    // The hot path of a decode loop: a cached session without the promise round trip of compile().
-    const c = this.cached(graph.signature) ?? (await this.compile(graph));
-    const { lowered } = c;
+  async run(exe: Executable, graph: Graph, feeds: readonly Storage[], binding: Binding): Promise<Storage[]> {
+    const c = exe as OrtExecutable;
     const ortFeeds: Record<string, ort.Tensor> = {};
+    const concrete = binding.sizes.size > 0;
     graph.inputs.forEach((v, i) => {
-      ortFeeds[lowered.inputNames[i]] = toOrt(v.dtype, feeds[i], v.shape);
+      ortFeeds[c.inputNames[i]] = toOrt(v.dtype, feeds[i], concrete ? resolveShape(v.shape, binding.sizes) : (v.shape as readonly number[]));
     });
     const out = await c.session.run(ortFeeds);
     if (c.profilePrefix) this.readPlacement(c);
-    return graph.outputs.map((v, i) => fromOrt(v.dtype, out[lowered.outputNames[i]]));
+    return graph.outputs.map((v, i) => fromOrt(v.dtype, out[c.outputNames[i]]));
   }
 
   /** Records, from the session's profile, the provider of every node that ran, then stops profiling it. */
-  private readPlacement(c: Compiled): void {
+  private readPlacement(c: OrtExecutable): void {
     const prefix = c.profilePrefix!;
     c.profilePrefix = null;
     c.session.endProfiling();
@@ -143,14 +147,8 @@ export class OrtBackend implements Backend {
     return n;
   }
 
-  get sessionCount(): number {
-    return this.sessions.size;
-  }
-
   async dispose(): Promise<void> {
-    const all = [...this.sessions.values()];
-    this.sessions.clear();
-    await Promise.all(all.map((c) => c.session.release()));
+    await Promise.all([...this.live].map((c) => c.release()));
   }
 }
 

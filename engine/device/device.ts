@@ -6,6 +6,8 @@ import { Tensor, numelOf, type DeviceRef } from '../tensor/tensor.ts';
 import { byteSize, type DType } from '../dtype/dtype.ts';
 import { pack4, packInt4 } from '../dtype/packed4.ts';
 import { throwIfAborted } from '../abort.ts';
+import { bindShapes } from '../graph/bind.ts';
+import { CompileCache, type CompileStats } from './compile_cache.ts';
 import { DeviceError, DTypeError, KernelError, OutOfMemoryError, ServelabError, ShapeError } from '../errors.ts';
 
 export interface TensorOptions {
@@ -13,15 +15,75 @@ export interface TensorOptions {
   label?: string;
 }
 
+export interface DeviceOptions {
+  /** Bytes the device may hold in all (tensors and compiled sessions); null: unbounded. */
+  budget?: number | null;
+  /** Bytes of compiled sessions kept cached (least recently used are released first). Default 1 GiB. */
+  compileCacheBytes?: number;
+}
+
+/** What the device has compiled and moved, since it was made. */
+export interface DeviceStats extends CompileStats {
+  /** Graphs memoized by their builders (device.graph). */
+  graphs: number;
+  runs: number;
+  /** Bytes fed from host memory into the backend's device memory (0 where they are the same memory). */
+  hostToDeviceBytes: number;
+  /** Bytes of results brought back to host memory. */
+  deviceToHostBytes: number;
+}
+
 export class Device implements DeviceRef {
   readonly memory: MemoryTracker;
+  private readonly cache: CompileCache;
+  private readonly memo = new WeakMap<object, Map<string, Graph>>();
+  private memoCount = 0;
+  private runs = 0;
+  private h2d = 0;
+  private d2h = 0;
 
   constructor(
     readonly name: string,
     readonly backend: Backend,
-    opts: { budget?: number | null } = {},
+    opts: DeviceOptions = {},
   ) {
     this.memory = new MemoryTracker(name, { budget: opts.budget ?? null });
+    this.cache = new CompileCache(backend, this.memory, opts.compileCacheBytes ?? 2 ** 30);
+  }
+
+  /**
+   * The graph `build` makes, memoized per owner (a layer, a weight) and key, so a step built on every call is built
+   * once; graphs die with their owner. Keys name what the structure depends on, not sizes a symbol covers.
+   */
+  graph(owner: object, key: string, build: () => Graph): Graph {
+    let m = this.memo.get(owner);
+    if (!m) this.memo.set(owner, (m = new Map()));
+    let g = m.get(key);
+    if (!g) {
+      g = build();
+      m.set(key, g);
+      this.memoCount++;
+    }
+    return g;
+  }
+
+  stats(): DeviceStats {
+    return { ...this.cache.stats(), graphs: this.memoCount, runs: this.runs, hostToDeviceBytes: this.h2d, deviceToHostBytes: this.d2h };
+  }
+
+  /** Bounds the bytes of cached sessions (releasing the least recently used now if over). */
+  setCompileCacheBytes(bytes: number): void {
+    if (!(Number.isFinite(bytes) && bytes >= 0)) throw new ServelabError(`compile cache bound must be a non-negative number of bytes, got ${bytes}`);
+    this.cache.maxBytes = bytes;
+  }
+
+  /** Releases every compiled session (their bytes leave the 'compiled' tag); they are rebuilt when next run. */
+  releaseCompiled(): void {
+    this.cache.clear();
+  }
+
+  tensorChanged(id: number): void {
+    this.cache.invalidate(id);
   }
 
   get kind(): BackendName {
@@ -70,30 +132,40 @@ export class Device implements DeviceRef {
     if (feeds.length !== graph.inputs.length) {
       throw new ShapeError(graph.name, feeds.map((t) => t.shape), `graph takes ${graph.inputs.length} inputs, got ${feeds.length}`);
     }
+    let feedElements = 0;
+    let feedBytes = 0;
     const storages = feeds.map((t, i) => {
       const v = graph.inputs[i];
       if (t.device !== this) throw new DeviceError(`${graph.name}: input '${v.name}' is on ${t.device.name}, the graph runs on ${this.name}; copy it with device.copyFrom`);
       if (t.dtype !== v.dtype) throw new DTypeError(graph.name, [t.dtype, v.dtype], `input '${v.name}' is ${t.dtype}, the graph expects ${v.dtype}`);
-      if (t.shape.length !== v.shape.length || t.shape.some((d, j) => d !== v.shape[j])) {
-        throw new ShapeError(graph.name, [t.shape, v.shape], `input '${v.name}' has the wrong shape`);
-      }
+      feedElements += t.numel;
+      feedBytes += t.bytes;
       return t.data;
     });
+    const binding = bindShapes(graph, feeds.map((t) => t.shape));
     for (const [v, t] of graph.constants) {
       if (t.device !== this) throw new DeviceError(`${graph.name}: constant '${v.name}' is on ${t.device.name}, the graph runs on ${this.name}`);
+      if (t.disposed) throw new DeviceError(`${graph.name}: constant '${v.name}' (tensor #${t.id}) was disposed`);
     }
-    const outBytes = graph.outputs.reduce((s, v) => s + byteSize(v.dtype, numelOf(v.shape)), 0);
+    let outBytes = 0;
+    graph.outputs.forEach((v, i) => (outBytes += byteSize(v.dtype, numelOf(binding.outputShapes[i]))));
     const tag = opts.tag ?? 'activations';
     if (!this.memory.canAllocate(outBytes)) {
       throw new OutOfMemoryError(this.name, outBytes, this.memory.live, this.memory.budget!, tag);
     }
+    const entry = await this.cache.get(graph);
     let out;
     try {
-      out = await this.backend.run(graph, storages);
+      out = await this.cache.run(entry, feedElements, outBytes, () => this.backend.run(entry.exe, graph, storages, binding));
     } catch (e) {
       throw e instanceof ServelabError ? e : new KernelError(graph.name, this.name, e);
     }
-    return graph.outputs.map((v, i) => Tensor.adopt(this, v.shape, v.dtype, out[i], tag, opts.label ?? v.name));
+    this.runs++;
+    if (this.backend.name === 'webgpu') {
+      this.h2d += feedBytes;
+      this.d2h += outBytes;
+    }
+    return graph.outputs.map((v, i) => Tensor.adopt(this, binding.outputShapes[i], v.dtype, out[i], tag, opts.label ?? v.name));
   }
 
   placement(): Record<string, string> {
@@ -105,6 +177,7 @@ export class Device implements DeviceRef {
   }
 
   async dispose(): Promise<void> {
+    this.cache.clear();
     await this.backend.dispose();
   }
 

@@ -2,7 +2,7 @@
 import { BACKENDS, type Backend, type BackendName } from '../backends/backend.ts';
 import { OrtBackend } from '../backends/ort.ts';
 import { ReferenceBackend } from '../backends/reference/reference.ts';
-import { Device } from './device.ts';
+import { Device, type DeviceOptions } from './device.ts';
 import { DeviceError } from '../errors.ts';
 import { Graph } from '../graph/graph.ts';
 
@@ -24,19 +24,19 @@ let webgpuProbe: Promise<string | null> | null = null;
 /** Null when onnxruntime's WebGPU provider runs a kernel here; otherwise why it does not. Probed once per process. */
 export function webgpuUnavailable(): Promise<string | null> {
   webgpuProbe ??= (async () => {
-    const b = new OrtBackend('webgpu');
+    const dev = new Device('probe', new OrtBackend('webgpu'));
     try {
       const g = new Graph('probe');
       const x = g.input('x', 'fp32', [1, 4]);
       g.output(g.op('Add', [x, x])[0]);
-      const [y] = await b.run(g, [new Float32Array([1, 2, 3, 4])]);
-      return (y as Float32Array)[3] === 8 ? null : 'the WebGPU provider computed a wrong result';
+      const [y] = await dev.run(g, [dev.tensor([1, 2, 3, 4], [1, 4])]);
+      return y.toArray()[3] === 8 ? null : 'the WebGPU provider computed a wrong result';
     } catch (e) {
       const msg = (e as Error).message;
       const adapter = /Failed to get a WebGPU adapter[^\n]*/.exec(msg)?.[0];
       return adapter ? `${adapter.trim()} (without a GPU: run scripts/webgpu-deps.sh, then . .cache/vulkan/env.sh before node)` : msg;
     } finally {
-      await b.dispose();
+      await dev.dispose();
     }
   })();
   return webgpuProbe;
@@ -48,7 +48,7 @@ const created: Record<string, number> = {};
  * A new device with its own memory tracker. `auto` picks webgpu when an adapter works, else cpu;
  * asking for webgpu where none works is an error that says why.
  */
-export async function createDevice(kind: DeviceKind | string = process.env.SERVELAB_DEVICE ?? 'auto', opts: { name?: string; budget?: number | null } = {}): Promise<Device> {
+export async function createDevice(kind: DeviceKind | string = process.env.SERVELAB_DEVICE ?? 'auto', opts: DeviceOptions & { name?: string } = {}): Promise<Device> {
   let k = parseDeviceKind(kind);
   if (k === 'auto') k = (await webgpuUnavailable()) === null ? 'webgpu' : 'cpu';
   if (k === 'webgpu') {

@@ -1,13 +1,14 @@
 /** Element types of the engine: storage size per dtype and the IEEE 754 layout of the float ones. */
 
-export type DType = 'fp32' | 'fp16' | 'bf16' | 'int8' | 'uint8' | 'int32' | 'int4' | 'nf4';
+/** bool: one byte per element, 0 or 1 (the results of comparisons, a mask). */
+export type DType = 'fp32' | 'fp16' | 'bf16' | 'int8' | 'uint8' | 'int32' | 'int4' | 'nf4' | 'bool';
 
 export const DTYPES: readonly DType[] = Object.freeze([
-  'fp32', 'fp16', 'bf16', 'int8', 'uint8', 'int32', 'int4', 'nf4',
+  'fp32', 'fp16', 'bf16', 'int8', 'uint8', 'int32', 'int4', 'nf4', 'bool',
 ] as const);
 
 const BITS: Readonly<Record<DType, number>> = {
-  fp32: 32, fp16: 16, bf16: 16, int8: 8, uint8: 8, int32: 32, int4: 4, nf4: 4,
+  fp32: 32, fp16: 16, bf16: 16, int8: 8, uint8: 8, int32: 32, int4: 4, nf4: 4, bool: 8,
 };
 
 export function bitsOf(d: DType): number {

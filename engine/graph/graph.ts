@@ -1,15 +1,18 @@
-/** Dataflow graph of engine ops: symbolic values with inferred shapes and dtypes, run whole by a backend as one session. */
+/**
+ * Dataflow graph of engine ops: values with inferred shapes (sizes or named symbolic dims) and dtypes, run whole by a
+ * backend as one session. A graph is built once and run at every size its symbols take.
+ */
 import { ServelabError } from '../errors.ts';
 import type { DType } from '../dtype/dtype.ts';
-import { assertShape } from '../tensor/tensor.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { OPS, type Attrs, type OpName } from './ops.ts';
+import { checkInputDim, collectConstraints, isStatic, symbolsOf, type DimConstraint, type Shape } from './dims.ts';
 
 export interface Value {
   readonly id: number;
   readonly name: string;
   readonly dtype: DType;
-  readonly shape: readonly number[];
+  readonly shape: Shape;
 }
 
 export interface Node {
@@ -20,33 +23,34 @@ export interface Node {
 }
 
 /**
- * Built once, run many times: a backend caches the compiled session under `signature`, so a decode step
- * built the same way each step pays for compilation once.
+ * Built once, run many times: the device's compile cache keys the compiled session by `structure` (ops, attributes,
+ * wiring, shapes with their symbols, dtypes) and the identity of each constant, so a decode step built the same way
+ * each step, at any batch size or length, pays for compilation once.
  */
 export class Graph {
   readonly inputs: Value[] = [];
   readonly outputs: Value[] = [];
   readonly nodes: Node[] = [];
   /**
-   * Values bound to a tensor when the graph is built: weights. A backend may bake them into the compiled
-   * session (onnxruntime then prepacks them once, which a 4-bit GEMV needs to be fast) instead of taking them
-   * as feeds on every run.
+   * Values bound to a tensor when the graph is built: weights. A backend may bake them into the compiled session
+   * (onnxruntime then prepacks them once, which a 4-bit GEMV needs to be fast) instead of taking them as feeds on
+   * every run. A session built from a constant is never used after the tensor's version changes.
    */
   readonly constants = new Map<Value, Tensor>();
+  /** Dim equalities inference could not decide (a symbol against a size or another symbol): checked at every run. */
+  readonly constraints: DimConstraint[] = [];
   private nextId = 0;
   private readonly values = new Set<Value>();
   private sig: string | null = null;
 
   constructor(readonly name = 'graph') {}
 
-  input(name: string, dtype: DType, shape: readonly number[]): Value {
-    assertShape(shape, `shape of input '${name}'`);
+  /** A feed: its shape holds sizes and symbol names, e.g. ['batch', 'seq', 4096]. */
+  input(name: string, dtype: DType, shape: Shape): Value {
+    if (!Array.isArray(shape)) throw new ServelabError(`shape of input '${name}' must be an array, got ${JSON.stringify(shape)}`);
+    const dims = shape.map((d, i) => checkInputDim(d, `input '${name}' axis ${i}`));
     if (this.inputs.some((v) => v.name === name)) throw new ServelabError(`graph '${this.name}' already has an input '${name}'`);
-    const v: Value = { id: this.nextId++, name, dtype, shape: [...shape] };
-    this.inputs.push(v);
-    this.values.add(v);
-    this.sig = null;
-    return v;
+    return this.add(this.inputs, { id: this.nextId++, name, dtype, shape: dims });
   }
 
   /** Binds a tensor as a constant of the graph. The tensor must stay alive while the graph is used. */
@@ -67,7 +71,10 @@ export class Graph {
     for (const v of ins) {
       if (v && !this.owns(v)) throw new ServelabError(`${op}: input '${v.name}' belongs to another graph`);
     }
-    const outs = spec.infer(ins, attrs).map((o, i) => {
+    const found: DimConstraint[] = [];
+    const types = collectConstraints(found, () => spec.infer(ins, attrs));
+    this.constraints.push(...found);
+    const outs = types.map((o, i) => {
       const v: Value = { id: this.nextId++, name: `${op.toLowerCase()}_${this.nodes.length}_${i}`, ...o };
       this.values.add(v);
       return v;
@@ -86,7 +93,20 @@ export class Graph {
     return this;
   }
 
-  /** Everything that decides the compiled session: ops, attributes, wiring, shapes and dtypes. */
+  /** True when every input has only sizes: nothing is bound at run time. */
+  get isStatic(): boolean {
+    return this.inputs.every((v) => isStatic(v.shape));
+  }
+
+  /** The symbol names the inputs use, in first-use order. */
+  symbols(): string[] {
+    return [...new Set(this.inputs.flatMap((v) => symbolsOf(v.shape)))];
+  }
+
+  /**
+   * Everything that decides the compiled session: ops, attributes, wiring, symbolic shapes, dtypes, and which tensor
+   * each constant is (its version is checked when the session is looked up, not here).
+   */
   get signature(): string {
     if (this.sig === null) {
       const io = (v: Value | null) => (v ? `${v.id}:${v.dtype}[${v.shape.join(',')}]` : '-');
@@ -100,7 +120,14 @@ export class Graph {
     return this.sig;
   }
 
-  private owns(v: Value): boolean {
+  owns(v: Value): boolean {
     return this.values.has(v);
+  }
+
+  private add(list: Value[], v: Value): Value {
+    list.push(v);
+    this.values.add(v);
+    this.sig = null;
+    return v;
   }
 }

@@ -1,20 +1,37 @@
 /** Shape and dtype inference helpers shared by the op specs (ONNX operator semantics: numpy broadcasting, axes). */
 import { DTypeError, ShapeError } from '../errors.ts';
 import type { DType } from '../dtype/dtype.ts';
-import type { Value } from './graph.ts';
+import type { Graph, Value } from './graph.ts';
+import { unifyDims, type Dim, type Shape } from './dims.ts';
 
-export type AttrValue = number | boolean | string | readonly number[];
+export type AttrValue = number | boolean | string | readonly number[] | readonly Dim[];
 export type Attrs = Readonly<Record<string, AttrValue>>;
 export interface ValueType {
   dtype: DType;
-  shape: readonly number[];
+  shape: Shape;
 }
 export type In = Value | null;
+
+/** What an op's gradient sees: its node, and the gradient of the loss with respect to each of its outputs. */
+export interface GradContext {
+  /** The graph the backward nodes are added to (the forward graph itself). */
+  readonly g: Graph;
+  readonly inputs: readonly In[];
+  readonly outputs: readonly Value[];
+  readonly attrs: Attrs;
+  /** d loss / d output, per output; null for an output nothing downstream depends on. */
+  readonly dy: readonly (Value | null)[];
+}
 
 export interface OpSpec {
   /** Inputs that may be null (absent optional inputs). */
   readonly optional?: readonly number[];
   infer(inputs: readonly In[], attrs: Attrs): ValueType[];
+  /**
+   * Reverse mode (micrograd's _backward, tfjs's registerGradient): d loss / d input for each input, built from ops
+   * in ctx.g; null for an input that gets no gradient (an integer index, say). Absent: not differentiable.
+   */
+  grad?(ctx: GradContext): (Value | null)[];
 }
 
 export const FLOATS: readonly DType[] = ['fp32', 'fp16', 'bf16'];
@@ -41,31 +58,36 @@ export function sameDType(op: string, vs: readonly Value[]): DType {
   return d;
 }
 
-export function normAxis(op: string, axis: number, rank: number, shape: readonly number[]): number {
+export function normAxis(op: string, axis: number, rank: number, shape: Shape): number {
   const a = axis < 0 ? axis + rank : axis;
   if (!Number.isInteger(a) || a < 0 || a >= rank) throw new ShapeError(op, [shape], `axis ${axis} out of range for rank ${rank}`);
   return a;
 }
 
-/** numpy broadcasting of two shapes. */
-export function broadcastShapes(op: string, a: readonly number[], b: readonly number[]): number[] {
+/**
+ * numpy broadcasting of two shapes. A symbolic dim broadcasts against 1; two different symbols, or a symbol and a
+ * size, must be equal when the graph runs (a symbol bound to 1 does not broadcast: name the dim 1 for that).
+ */
+export function broadcastShapes(op: string, a: Shape, b: Shape): Dim[] {
   const r = Math.max(a.length, b.length);
-  const out: number[] = [];
+  const out: Dim[] = [];
   for (let i = 0; i < r; i++) {
     const x = a[a.length - r + i] ?? 1;
     const y = b[b.length - r + i] ?? 1;
-    if (x !== y && x !== 1 && y !== 1) throw new ShapeError(op, [a, b], `cannot broadcast dimension ${x} against ${y}`);
-    out.push(x === 1 ? y : x);
+    if (x === 1) out.push(y);
+    else if (y === 1) out.push(x);
+    else if (typeof x === 'number' && typeof y === 'number' && x !== y) throw new ShapeError(op, [a, b], `cannot broadcast dimension ${x} against ${y}`);
+    else out.push(unifyDims(op, x, y, `broadcast dimensions ${x} and ${y}`, [a, b]));
   }
   return out;
 }
 
 /** [..., M, K] x [..., K, N] -> [..., M, N] with broadcast batch dimensions. */
-export function matmulShape(op: string, a: readonly number[], b: readonly number[]): number[] {
+export function matmulShape(op: string, a: Shape, b: Shape): Dim[] {
   if (a.length < 2 || b.length < 2) throw new ShapeError(op, [a, b], 'operands need rank >= 2');
   const [m, k] = a.slice(-2);
   const [k2, n] = b.slice(-2);
-  if (k !== k2) throw new ShapeError(op, [a, b], `inner dimensions differ (${k} vs ${k2})`);
+  unifyDims(op, k, k2, 'inner dimensions', [a, b]);
   return [...broadcastShapes(op, a.slice(0, -2), b.slice(0, -2)), m, n];
 }
 

@@ -8,9 +8,10 @@ import { DTypeError, ShapeError } from '../errors.ts';
 import type { DType } from '../dtype/dtype.ts';
 import type { Value } from './graph.ts';
 import { attrNum, binaryFloat, dtypeIn, FLOATS, matmulShape, normAxis, req, sameDType, unaryFloat, type AttrValue, type OpSpec, type ValueType } from './infer.ts';
+import { dimDivide, dimProduct, sameDim, unifyDims, type Dim, type Shape } from './dims.ts';
 import { QUANT_OPS } from './ops_quant.ts';
 
-export { broadcastShapes, FLOATS, normAxis, type AttrValue, type Attrs, type OpSpec, type ValueType } from './infer.ts';
+export { broadcastShapes, FLOATS, normAxis, type AttrValue, type Attrs, type GradContext, type OpSpec, type ValueType } from './infer.ts';
 
 // ---- the op set -----------------------------------------------------------------------------------
 
@@ -75,7 +76,8 @@ export const OPS = {
       dtypeIn(op, a, ['fp32'], 'A');
       dtypeIn(op, b, ['uint8'], 'B (packed codes)');
       dtypeIn(op, scales, ['fp32'], 'scales');
-      if (a.shape.length < 1 || a.shape[a.shape.length - 1] !== K) throw new ShapeError(op, [a.shape], `A's last dimension must be K=${K}`);
+      if (a.shape.length < 1) throw new ShapeError(op, [a.shape], `A must end in K=${K}`);
+      unifyDims(op, a.shape[a.shape.length - 1], K, `A's last dimension and K=${K}`, [a.shape]);
       if (K % bs !== 0) throw new ShapeError(op, [a.shape], `K=${K} must be a multiple of blockSize=${bs}`);
       const nb = K / bs;
       const want = [N, nb, bs / 2];
@@ -191,11 +193,14 @@ export const OPS = {
       if (shapes.some((s) => s.length !== 4)) throw new ShapeError(op, shapes, 'q, k, v must be [batch, heads, seq, headDim]');
       const [B, Hq, S, D] = q.shape;
       const [Bk, Hkv, T, Dk] = k.shape;
-      if (Bk !== B || v.shape[0] !== B) throw new ShapeError(op, shapes, 'batch sizes differ');
-      if (Dk !== D) throw new ShapeError(op, shapes, `q and k head dims differ (${D} vs ${Dk})`);
-      if (v.shape[1] !== Hkv || v.shape[2] !== T) throw new ShapeError(op, shapes, 'k and v must agree on heads and length');
+      unifyDims(op, B, Bk, 'batch sizes of q and k', shapes);
+      unifyDims(op, B, v.shape[0], 'batch sizes of q and v', shapes);
+      if (typeof D !== 'number' || typeof Hq !== 'number' || typeof Hkv !== 'number') throw new ShapeError(op, shapes, 'heads and head dims must be sizes, not symbols');
+      unifyDims(op, D, Dk, 'head dims of q and k', shapes);
+      unifyDims(op, Hkv, v.shape[1], 'kv heads of k and v', shapes);
+      unifyDims(op, T, v.shape[2], 'lengths of k and v', shapes);
       if (Hkv === 0 || Hq % Hkv !== 0) throw new ShapeError(op, shapes, `query heads (${Hq}) must be a multiple of kv heads (${Hkv})`);
-      if (attrs.causal && T < S) throw new ShapeError(op, shapes, `causal attention needs at least as many keys (${T}) as queries (${S})`);
+      if (attrs.causal && typeof T === 'number' && typeof S === 'number' && T < S) throw new ShapeError(op, shapes, `causal attention needs at least as many keys (${T}) as queries (${S})`);
       if (attrs.scale !== undefined) attrNum(op, attrs, 'scale');
       return [{ dtype: d, shape: [B, Hq, S, v.shape[3]] }];
     },
@@ -212,23 +217,34 @@ function normInfer(op: string, x: Value, scale: Value, bias: Value | null): Valu
   for (const p of [scale, bias]) {
     if (!p) continue;
     if (p.dtype !== x.dtype) throw new DTypeError(op, [x.dtype, p.dtype], `${p.name} must have x's dtype`);
-    if (p.shape.length !== 1 || p.shape[0] !== last) throw new ShapeError(op, [x.shape, p.shape], `${p.name} must be [${last}]`);
+    if (p.shape.length !== 1) throw new ShapeError(op, [x.shape, p.shape], `${p.name} must be [${last}]`);
+    unifyDims(op, p.shape[0], last, `${p.name}'s length and x's last dimension`, [x.shape, p.shape]);
   }
   return [{ dtype: x.dtype, shape: x.shape }];
 }
 
-export function reshapeTarget(from: readonly number[], target: AttrValue | undefined): number[] {
-  if (!Array.isArray(target) || target.some((d) => !Number.isInteger(d) || d < -1)) {
-    throw new ShapeError('Reshape', [from], `target shape must be integers >= -1, got ${JSON.stringify(target)}`);
+/**
+ * The output shape of Reshape: target dims are sizes, symbols of the graph ('batch') and at most one -1, which takes
+ * what is left (symbols cancel: [batch, seq, 4096] -> [batch, -1] gives [batch, 4096*seq]).
+ */
+export function reshapeTarget(from: Shape, target: AttrValue | undefined): Dim[] {
+  const ok = (d: unknown) => (typeof d === 'number' && Number.isInteger(d) && d >= -1) || (typeof d === 'string' && d.length > 0);
+  if (!Array.isArray(target) || !target.every(ok)) {
+    throw new ShapeError('Reshape', [from], `target shape must be integers >= -1 or symbol names, got ${JSON.stringify(target)}`);
   }
-  const n = from.reduce((p, d) => p * d, 1);
-  const known = target.filter((d) => d !== -1).reduce((p, d) => p * d, 1);
-  const free = target.filter((d) => d === -1).length;
-  if (free > 1) throw new ShapeError('Reshape', [from, target], 'at most one dimension may be -1');
+  const t = target as readonly Dim[];
+  const n = dimProduct(from);
+  const known = dimProduct(t.filter((d) => d !== -1));
+  const free = t.filter((d) => d === -1).length;
+  if (free > 1) throw new ShapeError('Reshape', [from, t], 'at most one dimension may be -1');
   if (free === 1) {
-    if (known === 0 || n % known !== 0) throw new ShapeError('Reshape', [from, target], `${n} elements do not divide into the known dimensions`);
-    return target.map((d) => (d === -1 ? n / known : d));
+    const rest = known === 0 ? null : dimDivide(n, known);
+    if (rest === null) throw new ShapeError('Reshape', [from, t], `${n} elements do not divide into the known dimensions (${known})`);
+    return t.map((d) => (d === -1 ? rest : d));
   }
-  if (known !== n) throw new ShapeError('Reshape', [from, target], `${n} elements cannot take a shape of ${known}`);
-  return [...target];
+  if (!sameDim(known, n)) {
+    if (typeof known === 'number' && typeof n === 'number') throw new ShapeError('Reshape', [from, t], `${n} elements cannot take a shape of ${known}`);
+    unifyDims('Reshape', n, known, 'element counts of the input and the target', [from, t]);
+  }
+  return [...t];
 }

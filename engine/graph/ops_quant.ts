@@ -8,19 +8,20 @@
 import { DTypeError, ShapeError } from '../errors.ts';
 import type { DType } from '../dtype/dtype.ts';
 import type { Value } from './graph.ts';
+import { unifyDims, type Shape } from './dims.ts';
 import { attrNum, dtypeIn, FLOATS, normAxis, req, unaryFloat, type Attrs, type OpSpec } from './infer.ts';
 
 const CODES: readonly DType[] = ['int8', 'uint8'];
 
 /** The axes ReduceMax reduces, normalized and checked; absent means every axis (ONNX noop_with_empty_axes = 0). */
-export function reduceAxes(shape: readonly number[], axes: Attrs[string] | undefined): number[] {
+export function reduceAxes(shape: Shape, axes: Attrs[string] | undefined, op = 'ReduceMax'): number[] {
   const r = shape.length;
   if (axes === undefined) return [...Array(r).keys()];
   if (!Array.isArray(axes) || axes.length === 0) {
-    throw new ShapeError('ReduceMax', [shape], `axes must be a non-empty list of integers (omit it to reduce every axis), got ${JSON.stringify(axes)}`);
+    throw new ShapeError(op, [shape], `axes must be a non-empty list of integers (omit it to reduce every axis), got ${JSON.stringify(axes)}`);
   }
-  const norm = axes.map((a) => normAxis('ReduceMax', a, r, shape));
-  if (new Set(norm).size !== norm.length) throw new ShapeError('ReduceMax', [shape], `axes ${JSON.stringify(axes)} name an axis twice`);
+  const norm = axes.map((a) => normAxis(op, a as number, r, shape));
+  if (new Set(norm).size !== norm.length) throw new ShapeError(op, [shape], `axes ${JSON.stringify(axes)} name an axis twice`);
   return norm.sort((p, q) => p - q);
 }
 
@@ -43,7 +44,7 @@ export function scaleAxis(op: string, x: Value, scale: Value, attrs: Attrs): num
   if (s.length === 0 || (s.length === 1 && s[0] === 1)) return null;
   if (s.length !== 1) throw new ShapeError(op, [x.shape, s], 'scale must be a scalar (per tensor) or 1-D (per axis)');
   const axis = normAxis(op, attrNum(op, attrs, 'axis', 1), x.shape.length, x.shape);
-  if (x.shape[axis] !== s[0]) throw new ShapeError(op, [x.shape, s], `a per-axis scale must have x's length along axis ${axis} (${x.shape[axis]}), got ${s[0]}`);
+  unifyDims(op, x.shape[axis], s[0], `x's length along axis ${axis} and a per-axis scale's length`, [x.shape, s]);
   return axis;
 }
 

@@ -1,7 +1,8 @@
 /** Per-device memory tracker: every allocation and free by tag, live and peak bytes, a budget, and a rate-limited snapshot stream. */
 import { OutOfMemoryError, ServelabError } from '../errors.ts';
 
-export const MEMORY_TAGS = ['weights', 'kv', 'activations', 'grads', 'optimizer', 'other'] as const;
+/** compiled: what compiled sessions hold beyond the engine's tensors (baked constants, prepacked weights, arenas). */
+export const MEMORY_TAGS = ['weights', 'kv', 'activations', 'grads', 'optimizer', 'compiled', 'other'] as const;
 export type MemoryTag = (typeof MEMORY_TAGS)[number];
 export type BytesByTag = Record<MemoryTag, number>;
 
@@ -25,7 +26,7 @@ export interface Allocation {
 
 type Listener = (s: MemorySnapshot) => void;
 
-const zeros = (): BytesByTag => ({ weights: 0, kv: 0, activations: 0, grads: 0, optimizer: 0, other: 0 });
+const zeros = (): BytesByTag => ({ weights: 0, kv: 0, activations: 0, grads: 0, optimizer: 0, compiled: 0, other: 0 });
 
 export function assertTag(tag: string): asserts tag is MemoryTag {
   if (!(MEMORY_TAGS as readonly string[]).includes(tag)) {
@@ -87,13 +88,16 @@ export class MemoryTracker {
     return this.budgetBytes === null || this.liveBytes + bytes <= this.budgetBytes;
   }
 
-  /** Records an allocation, or throws OutOfMemoryError and records nothing. Call before the bytes are really allocated. */
-  allocate(bytes: number, tag: MemoryTag = 'other', label = ''): Allocation {
+  /**
+   * Records an allocation, or throws OutOfMemoryError and records nothing. Call before the bytes are really allocated.
+   * evenOverBudget records bytes that already exist (a session's arena that grew during a run) past the budget.
+   */
+  allocate(bytes: number, tag: MemoryTag = 'other', label = '', opts: { evenOverBudget?: boolean } = {}): Allocation {
     if (!Number.isSafeInteger(bytes) || bytes < 0) {
       throw new ServelabError(`allocation size must be a non-negative integer, got ${bytes}`);
     }
     assertTag(tag);
-    if (!this.canAllocate(bytes)) {
+    if (!opts.evenOverBudget && !this.canAllocate(bytes)) {
       throw new OutOfMemoryError(this.device, bytes, this.liveBytes, this.budgetBytes!, tag);
     }
     const a: Allocation = { id: this.nextId++, bytes, tag, label, freed: false };

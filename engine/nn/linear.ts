@@ -170,11 +170,10 @@ export class Linear {
     const K = this.inFeatures;
     const N = this.outFeatures;
     const lead = x.shape.slice(0, -1);
-    const M = lead.reduce((p, d) => p * d, 1);
     const cd = COMPUTE_DTYPE[this.format];
     const one = (...args: Parameters<Graph['op']>) => g.op(...args)[0];
     let v = x.dtype === cd ? x : one('Cast', [x], { to: cd });
-    if (x.shape.length !== 2) v = one('Reshape', [v], { shape: [M, K] });
+    if (x.shape.length !== 2) v = one('Reshape', [v], { shape: [-1, K] });
     let y: Value;
     if (h.kind === 'float') y = one('MatMul', [v, g.constant(`${this.label}.w`, h.w)]);
     else if (h.kind === 'int8') y = addVectorwiseMatmul(new Consts(g, this.device), v, g.constant(`${this.label}.q`, h.w.q), g.constant(`${this.label}.scale`, h.w.scale)).y;

@@ -7,7 +7,8 @@ import { Graph, type Value } from '../graph/graph.ts';
 import type { Device } from '../device/device.ts';
 import type { DType } from '../dtype/dtype.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import { DeviceError } from '../errors.ts';
+import { DeviceError, ShapeError } from '../errors.ts';
+import { isStatic } from '../graph/dims.ts';
 import type { Layout } from './layout.ts';
 
 /**
@@ -62,6 +63,12 @@ export class Consts {
 
 const one = (g: Graph, ...args: Parameters<Graph['op']>) => g.op(...args)[0];
 
+/** Quantization graphs are built per shape: a per-row zero point is a constant as long as the rows. */
+export function staticShape(v: Value, what: string): readonly number[] {
+  if (!isStatic(v.shape)) throw new ShapeError(what, [v.shape], `needs sizes, not symbolic dims (${v.name})`);
+  return v.shape;
+}
+
 /** x (perm, then reshape) as the layout's 2-D view. */
 export function toView(g: Graph, x: Value, l: Layout): Value {
   let v = l.perm ? one(g, 'Transpose', [x], { perm: l.perm }) : x;
@@ -115,7 +122,7 @@ export function addZeroPoint(c: Consts, view: Value, reduceAxis: 0 | 1, dtype: '
   const negLo = max(one(g, 'Mul', [view, c.f32(-1)]));
   const scale = one(g, 'Clip', [one(g, 'Div', [one(g, 'Add', [hi, negLo]), c.f32(255)])], { min: MIN_SCALE });
   // QuantizeLinear itself rounds and saturates -lo / scale into the codes' range; int8 shifts it by -128.
-  const base = dtype === 'int8' ? c.fill('int8', scale.shape, -128) : null;
+  const base = dtype === 'int8' ? c.fill('int8', staticShape(scale, 'a zero-point base'), -128) : null;
   const zeroPoint = one(g, 'QuantizeLinear', [negLo, scale, base], { axis: 0, outputDtype: dtype });
   const q = one(g, 'QuantizeLinear', [view, scale, zeroPoint], { axis: 1 - reduceAxis });
   return { q, scale, zeroPoint };

@@ -4,6 +4,7 @@
  * back by the outer product of the row and column scales, (absmax_row(X) ⊗ absmax_col(W)) / 127^2. One graph per
  * shape binds W's codes and scales as constants, so onnxruntime prepacks them once.
  */
+import { staticShape } from './nodes.ts';
 import { Graph, type Value } from '../graph/graph.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { DeviceError, ShapeError } from '../errors.ts';
@@ -40,7 +41,7 @@ export interface VectorwiseNodes {
  */
 export function addVectorwiseMatmul(c: Consts, x: Value, wq: Value, wScale: Value): VectorwiseNodes {
   const g = c.g;
-  const [M] = x.shape;
+  const [M] = staticShape(x, 'vectorwise int8 matmul');
   const scale = addAbsmaxScale(c, x, 1);
   // X's int8 codes shifted by 128 into uint8, and MatMulInteger subtracts the 128 again: the same integers, but
   // onnxruntime's uint8 x int8 GEMM (VNNI's vpdpbusd) is about 150x faster on the CPU than its int8 x int8 one.

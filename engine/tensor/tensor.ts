@@ -11,6 +11,8 @@ export type Storage = Float32Array | Uint16Array | Int8Array | Uint8Array | Int3
 export interface DeviceRef {
   readonly name: string;
   readonly memory: MemoryTracker;
+  /** Told when a tensor's values change or it is freed, so nothing compiled from its old values runs again. */
+  tensorChanged?(id: number): void;
 }
 
 /** fp16 and bf16 are stored as their raw 16-bit patterns; int4 and nf4 as packed bytes, two codes per byte. */
@@ -24,6 +26,7 @@ export function storageFor(dtype: DType, numel: number): Storage {
     case 'int8':
       return new Int8Array(numel);
     case 'uint8':
+    case 'bool':
       return new Uint8Array(numel);
     case 'int32':
       return new Int32Array(numel);
@@ -46,9 +49,10 @@ export function assertShape(shape: readonly number[], what = 'shape'): void {
 }
 
 // A tensor dropped without dispose() still gives its bytes back to the tracker when the GC reclaims it.
-const finalizer = new FinalizationRegistry<{ memory: MemoryTracker; alloc: Allocation }>(({ memory, alloc }) =>
-  memory.free(alloc),
-);
+const finalizer = new FinalizationRegistry<{ device: DeviceRef; id: number; alloc: Allocation }>(({ device, id, alloc }) => {
+  device.memory.free(alloc);
+  device.tensorChanged?.(id);
+});
 
 let nextTensorId = 1;
 
@@ -57,6 +61,7 @@ export class Tensor {
   readonly numel: number;
   private storage: Storage | null;
   private readonly alloc: Allocation;
+  private ver = 0;
 
   /** Use Tensor.empty / Tensor.from / a device's factory methods; the constructor assumes the allocation is recorded. */
   private constructor(
@@ -69,7 +74,7 @@ export class Tensor {
     this.numel = numelOf(shape);
     this.storage = storage;
     this.alloc = alloc;
-    finalizer.register(this, { memory: device.memory, alloc }, this);
+    finalizer.register(this, { device, id: this.id, alloc }, this);
   }
 
   /** Records the allocation first: if the budget refuses it, no memory is touched. */
@@ -115,7 +120,7 @@ export class Tensor {
     }
     const t = Tensor.empty(device, shape, dtype, tag, label);
     try {
-      t.write(values);
+      t.fill(values);
     } catch (e) {
       t.dispose();
       throw e;
@@ -134,6 +139,22 @@ export class Tensor {
   }
   get disposed(): boolean {
     return this.storage === null;
+  }
+
+  /**
+   * Bumped by every write (write, assign): a session compiled with this tensor as a constant is never run after its
+   * version changes. Code that mutates `data` in place must call touch() afterwards.
+   */
+  get version(): number {
+    return this.ver;
+  }
+
+  /** Records an in-place change made through `data`: bumps the version and drops sessions built from the old values. */
+  touch(): this {
+    this.data;
+    this.ver++;
+    this.device.tensorChanged?.(this.id);
+    return this;
   }
 
   /** The raw storage (fp16/bf16 as bit patterns). Throws once disposed, so a freed tensor is never read. */
@@ -173,7 +194,35 @@ export class Tensor {
     return Array.from(this.toFloat32());
   }
 
-  private write(values: ArrayLike<number>): void {
+  /**
+   * Overwrites every element (floats rounded to the dtype, integers range-checked first, so a bad value changes
+   * nothing) and bumps the version.
+   */
+  write(values: ArrayLike<number>): this {
+    if (values.length !== this.numel) {
+      throw new ServelabError(`write: ${values.length} values for tensor #${this.id} ${this.describe()} (${this.numel} elements)`);
+    }
+    this.fill(values);
+    return this.touch();
+  }
+
+  /**
+   * Takes src's storage as this tensor's new values without copying (an optimizer step's result becomes the
+   * parameter) and disposes src. Same device, dtype and shape required.
+   */
+  assign(src: Tensor): this {
+    if (src === this) return this;
+    if (src.device !== this.device || src.dtype !== this.dtype || src.shape.join() !== this.shape.join()) {
+      throw new ServelabError(`assign: tensor #${src.id} ${src.describe()} cannot replace #${this.id} ${this.describe()}`);
+    }
+    const mine = this.data;
+    this.storage = src.data;
+    src.storage = mine;
+    src.dispose();
+    return this.touch();
+  }
+
+  private fill(values: ArrayLike<number>): void {
     const d = this.data;
     if (this.dtype === 'fp32') {
       (d as Float32Array).set(values);
@@ -184,7 +233,7 @@ export class Tensor {
     } else if (this.dtype === 'int4' || this.dtype === 'nf4') {
       throw new ServelabError(`Tensor.from cannot take ${this.dtype} values; pack them with pack4/packInt4 and use Tensor.adopt`);
     } else {
-      const [lo, hi] = this.dtype === 'int8' ? [-128, 127] : this.dtype === 'uint8' ? [0, 255] : [-(2 ** 31), 2 ** 31 - 1];
+      const [lo, hi] = this.dtype === 'int8' ? [-128, 127] : this.dtype === 'uint8' ? [0, 255] : this.dtype === 'bool' ? [0, 1] : [-(2 ** 31), 2 ** 31 - 1];
       for (let i = 0; i < values.length; i++) {
         const v = values[i];
         if (!Number.isInteger(v) || v < lo || v > hi) {
@@ -201,6 +250,7 @@ export class Tensor {
     this.storage = null;
     finalizer.unregister(this);
     this.device.memory.free(this.alloc);
+    this.device.tensorChanged?.(this.id);
   }
 
   [Symbol.dispose](): void {

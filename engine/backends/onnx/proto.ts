@@ -98,7 +98,7 @@ export interface OnnxNode {
 }
 export interface OnnxValueInfo {
   name: string;
-  type: { tensor_type: { elem_type: number; shape: { dim: { dim_value: number }[] } } };
+  type: { tensor_type: { elem_type: number; shape: { dim: { dim_value?: number; dim_param?: string }[] } } };
 }
 export interface OnnxModel {
   ir_version: number;
@@ -123,6 +123,8 @@ export function decodeModel(bytes: Uint8Array): OnnxModel {
   return Model.toObject(Model.decode(bytes), { longs: Number, bytes: Uint8Array as never, defaults: false }) as OnnxModel;
 }
 
-export function valueInfo(name: string, elemType: number, shape: readonly number[]): OnnxValueInfo {
-  return { name, type: { tensor_type: { elem_type: elemType, shape: { dim: shape.map((d) => ({ dim_value: d })) } } } };
+/** Sizes as dim_value, symbol names as dim_param; a product of symbols ('batch*seq') is left unnamed for onnxruntime to infer. */
+export function valueInfo(name: string, elemType: number, shape: readonly (number | string)[]): OnnxValueInfo {
+  const dim = shape.map((d) => (typeof d === 'number' ? { dim_value: d } : d.includes('*') ? {} : { dim_param: d }));
+  return { name, type: { tensor_type: { elem_type: elemType, shape: { dim } } } };
 }

@@ -1,9 +1,10 @@
 /** Reference kernels in plain TypeScript loops, computed in float64: the oracle the fast backends are tested against. */
-import { broadcastShapes, normAxis } from '../../graph/ops.ts';
+import { ShapeError } from '../../errors.ts';
+import { normAxis } from '../../graph/ops.ts';
 
 export type F = Float64Array;
 
-function strides(shape: readonly number[]): number[] {
+export function strides(shape: readonly number[]): number[] {
   const s = new Array<number>(shape.length);
   let acc = 1;
   for (let i = shape.length - 1; i >= 0; i--) {
@@ -15,8 +16,21 @@ function strides(shape: readonly number[]): number[] {
 
 const numel = (shape: readonly number[]) => shape.reduce((p, d) => p * d, 1);
 
+/** numpy broadcasting of two concrete shapes. */
+export function broadcastShapes(op: string, a: readonly number[], b: readonly number[]): number[] {
+  const r = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < r; i++) {
+    const x = a[a.length - r + i] ?? 1;
+    const y = b[b.length - r + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) throw new ShapeError(op, [a, b], `cannot broadcast dimension ${x} against ${y}`);
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+
 /** Index into a broadcast operand for each flat output index. */
-function broadcastIndex(from: readonly number[], to: readonly number[]): Int32Array {
+export function broadcastIndex(from: readonly number[], to: readonly number[]): Int32Array {
   const n = numel(to);
   const idx = new Int32Array(n);
   const st = strides(from);
@@ -68,7 +82,7 @@ export function matmul(a: ArrayLike<number>, as: readonly number[], b: ArrayLike
 }
 
 /** Applies fn to each 1-D slice along axis (in place on a copy). */
-function alongAxis(x: F, shape: readonly number[], axis: number, fn: (v: F) => void): F {
+export function alongAxis(x: F, shape: readonly number[], axis: number, fn: (v: F) => void): F {
   const out = Float64Array.from(x);
   const st = strides(shape);
   const len = shape[axis];

@@ -1,14 +1,14 @@
 /** The reference backend: interprets a graph with plain TypeScript kernels. The oracle in tests, never the fast path. */
-import type { Backend } from '../backend.ts';
+import type { Backend, Executable } from '../backend.ts';
 import type { Graph, Value } from '../../graph/graph.ts';
 import type { DType } from '../../dtype/dtype.ts';
 import { storageFor, type Storage } from '../../tensor/tensor.ts';
 import { fp16ArrayToFp32, fp32ArrayToFp16 } from '../../dtype/fp16.ts';
 import { bf16ArrayToFp32, fp32ArrayToBf16 } from '../../dtype/bf16.ts';
-import { reshapeTarget } from '../../graph/ops.ts';
-import { keepDims, reduceAxes, scaleAxis } from '../../graph/ops_quant.ts';
-import * as K from './kernels.ts';
-import * as Q from './quant_kernels.ts';
+import type { Binding } from '../../graph/bind.ts';
+import { resolveShape } from '../../graph/dims.ts';
+import type { RefKernel, RefOperand } from './kernel.ts';
+import { REFERENCE_KERNELS } from './table.ts';
 
 /** Storage -> float64 values (fp16/bf16 decoded exactly). */
 export function decode(dtype: DType, s: Storage): Float64Array {
@@ -54,111 +54,30 @@ export function encode(dtype: DType, v: ArrayLike<number>): Storage {
 
 export class ReferenceBackend implements Backend {
   readonly name = 'reference' as const;
+  readonly measuresHostMemory = false;
 
-  async run(graph: Graph, feeds: readonly Storage[]): Promise<Storage[]> {
-    const vals = new Map<Value, Storage>();
-    graph.inputs.forEach((v, i) => vals.set(v, feeds[i]));
-    for (const [v, t] of graph.constants) vals.set(v, t.data);
-    const f = (v: Value) => decode(v.dtype, vals.get(v)!);
+  /** Nothing is compiled: the graph is interpreted and its constants read where they are. */
+  estimateBytes(): number {
+    return 0;
+  }
+
+  async compile(): Promise<Executable> {
+    return { release: async () => {} };
+  }
+
+  async run(_exe: Executable, graph: Graph, feeds: readonly Storage[], binding: Binding): Promise<Storage[]> {
+    const vals = new Map<Value, RefOperand>();
+    const put = (v: Value, data: Storage) => vals.set(v, operand(v.dtype, resolveShape(v.shape, binding.sizes), data));
+    graph.inputs.forEach((v, i) => put(v, feeds[i]));
+    for (const [v, t] of graph.constants) put(v, t.data);
     for (const n of graph.nodes) {
-      const [x, y, z, w] = n.inputs;
-      const out0 = n.outputs[0];
-      const a = n.attrs;
-      let r: ArrayLike<number>;
-      switch (n.op) {
-        case 'MatMul':
-          r = K.matmul(f(x!), x!.shape, f(y!), y!.shape)[0];
-          break;
-        case 'MatMulInteger':
-          r = K.matmul(vals.get(x!)!, x!.shape, vals.get(y!)!, y!.shape, z ? vals.get(z)![0] : 0, w ? vals.get(w)![0] : 0)[0];
-          break;
-        case 'DynamicQuantizeLinear': {
-          const q = K.dynamicQuantize(vals.get(x!) as Float32Array);
-          vals.set(n.outputs[0], q.y);
-          vals.set(n.outputs[1], Float32Array.of(q.scale));
-          vals.set(n.outputs[2], Uint8Array.of(q.zeroPoint));
-          continue;
-        }
-        case 'MatMulNBits':
-          r = K.matmulNBits(vals.get(x!) as Float32Array, x!.shape, vals.get(y!) as Uint8Array, vals.get(z!) as Float32Array, w ? (vals.get(w) as Uint8Array) : null, a.K as number, a.N as number, (a.blockSize as number) ?? 32)[0];
-          break;
-        case 'Add':
-          r = K.binary((p, q) => p + q, f(x!), x!.shape, f(y!), y!.shape)[0];
-          break;
-        case 'Sub':
-          r = K.binary((p, q) => p - q, f(x!), x!.shape, f(y!), y!.shape)[0];
-          break;
-        case 'Mul':
-          r = K.binary((p, q) => p * q, f(x!), x!.shape, f(y!), y!.shape)[0];
-          break;
-        case 'Div':
-          r = K.binary((p, q) => p / q, f(x!), x!.shape, f(y!), y!.shape)[0];
-          break;
-        case 'Softmax':
-          r = K.softmax(f(x!), x!.shape, (a.axis as number) ?? -1);
-          break;
-        case 'LayerNormalization':
-          r = K.layerNorm(f(x!), x!.shape, f(y!), z ? f(z) : null, (a.epsilon as number) ?? 1e-5, false);
-          break;
-        case 'RMSNorm':
-          r = K.layerNorm(f(x!), x!.shape, f(y!), null, (a.epsilon as number) ?? 1e-6, true);
-          break;
-        case 'Gelu':
-          r = f(x!).map(a.approximate === 'tanh' ? K.geluTanh : K.gelu);
-          break;
-        case 'SiLU':
-          r = f(x!).map((v) => v * K.sigmoid(v));
-          break;
-        case 'Sigmoid':
-          r = f(x!).map(K.sigmoid);
-          break;
-        case 'Gather':
-          r = K.gather(f(x!), x!.shape, vals.get(y!) as Int32Array, y!.shape, ((a.axis as number) ?? 0) < 0 ? (a.axis as number) + x!.shape.length : ((a.axis as number) ?? 0))[0];
-          break;
-        case 'Reshape':
-          reshapeTarget(x!.shape, a.shape);
-          r = f(x!);
-          break;
-        case 'Transpose':
-          r = K.transpose(f(x!), x!.shape, (a.perm as number[]) ?? [...x!.shape.keys()].reverse())[0];
-          break;
-        case 'Cast':
-          r = f(x!);
-          break;
-        case 'Attention':
-          r = K.attention(f(x!), x!.shape, f(y!), y!.shape, f(z!), z!.shape, Boolean(a.causal), a.scale as number | undefined)[0];
-          break;
-        case 'Abs':
-          r = f(x!).map(Math.abs);
-          break;
-        case 'ReduceMax':
-          r = Q.reduceMax(f(x!), x!.shape, reduceAxes(x!.shape, a.axes), keepDims(a))[0];
-          break;
-        case 'Round':
-          r = f(x!).map(K.roundHalfEven);
-          break;
-        case 'Clip': {
-          const lo = (a.min as number | undefined) ?? -Infinity;
-          const hi = (a.max as number | undefined) ?? Infinity;
-          r = f(x!).map((v) => Math.min(hi, Math.max(lo, v)));
-          break;
-        }
-        case 'QuantizeLinear': {
-          const zp = z ? (vals.get(z) as Int8Array | Uint8Array) : null;
-          const q = Q.quantizeLinear(vals.get(x!) as Float32Array, x!.shape, vals.get(y!) as Float32Array, zp, scaleAxis(n.op, x!, y!, a), out0.dtype as 'int8' | 'uint8');
-          vals.set(out0, q);
-          continue;
-        }
-        case 'DequantizeLinear': {
-          const zp = z ? (vals.get(z) as Int8Array | Uint8Array) : null;
-          r = Q.dequantizeLinear(vals.get(x!) as Int8Array | Uint8Array, x!.shape, vals.get(y!) as Float32Array, zp, scaleAxis(n.op, x!, y!, a));
-          break;
-        }
-      }
-      vals.set(out0, encode(out0.dtype, r));
+      const kernel: RefKernel = REFERENCE_KERNELS[n.op];
+      const outputs = n.outputs.map((v) => ({ dtype: v.dtype, shape: resolveShape(v.shape, binding.sizes) }));
+      const results = kernel({ inputs: n.inputs.map((v) => (v ? vals.get(v)! : null)), attrs: n.attrs, outputs });
+      n.outputs.forEach((v, i) => put(v, exact(v.dtype, results[i])));
     }
     return graph.outputs.map((v) => {
-      const s = vals.get(v)!;
+      const s = vals.get(v)!.data;
       // An output that is also an input or a constant must not alias the caller's storage.
       return graph.inputs.includes(v) || graph.constants.has(v) ? s.slice() : s;
     });
@@ -173,4 +92,15 @@ export class ReferenceBackend implements Backend {
   }
 
   async dispose(): Promise<void> {}
+}
+
+function operand(dtype: DType, shape: number[], data: Storage): RefOperand {
+  let decoded: Float64Array | null = null;
+  return { dtype, shape, data, f: () => (decoded ??= decode(dtype, data)) };
+}
+
+/** A kernel's result in the output's storage: exact storage is taken as it is, anything else rounded once. */
+function exact(dtype: DType, r: ArrayLike<number> | Storage): Storage {
+  if (!(r instanceof Float64Array) && !Array.isArray(r) && r.constructor === storageFor(dtype, 0).constructor) return r as Storage;
+  return encode(dtype, r);
 }

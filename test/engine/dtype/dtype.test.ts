@@ -6,7 +6,7 @@ import {
 
 describe('dtype table', () => {
   it('lists every dtype once', () => {
-    expect([...DTYPES]).toEqual(['fp32', 'fp16', 'bf16', 'int8', 'uint8', 'int32', 'int4', 'nf4']);
+    expect([...DTYPES]).toEqual(['fp32', 'fp16', 'bf16', 'int8', 'uint8', 'int32', 'int4', 'nf4', 'bool']);
   });
 
   it.each([

@@ -105,7 +105,7 @@ describe('quantization ops: typed errors at graph build time', () => {
     await expect(apply('ReduceMax', [dev.empty([2, 0])], { axes: [1] })).rejects.toThrow(/axis 1 has length 0/);
     await expect(apply('Clip', [x], { min: 2, max: 1 })).rejects.toThrow(/Clip: min 2 is above max 1/);
     await expect(apply('Round', [dev.tensor([1], [1], 'int8')])).rejects.toThrow(DTypeError);
-    await expect(apply('QuantizeLinear', [x, dev.tensor([1, 1], [2]), null], { axis: 1 })).rejects.toThrow("QuantizeLinear: a per-axis scale must have x's length along axis 1 (3), got 2 (shapes [2, 3], [2])");
+    await expect(apply('QuantizeLinear', [x, dev.tensor([1, 1], [2]), null], { axis: 1 })).rejects.toThrow("QuantizeLinear: x's length along axis 1 and a per-axis scale's length differ (3 vs 2) (shapes [2, 3], [2])");
     await expect(apply('QuantizeLinear', [x, dev.tensor([1], [], 'int32'), null])).rejects.toThrow(/scale must be one of fp32/);
     await expect(apply('QuantizeLinear', [x, s3, dev.tensor([0, 0], [2], 'int8')], { axis: 1 })).rejects.toThrow(/the zero point must have the scale's shape/);
     await expect(apply('QuantizeLinear', [x, s3, dev.tensor([0, 0, 0], [3], 'uint8')], { axis: 1, outputDtype: 'int8' })).rejects.toThrow(/zero point must be one of int8/);

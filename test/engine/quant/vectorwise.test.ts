@@ -78,7 +78,7 @@ describe('vector-wise weights', () => {
 
   it('bind as graph constants: one compiled session per weight and shape, reused by later calls', async () => {
     const dev = await device('cpu');
-    const backend = dev.backend as unknown as { sessionCount: number };
+    const backend = { get sessionCount() { return dev.stats().sessions; } };
     const wq = await quantizeWeightVectorwise(dev.tensor(Array.from({ length: 32 * 8 }, (_, i) => Math.cos(i)), [32, 8], 'fp32', { tag: 'weights' }));
     const x = (m: number) => dev.tensor(Array.from({ length: m * 32 }, (_, i) => Math.sin(i * 0.1)), [m, 32]);
     await vectorwiseMatmul(x(1), wq);
