@@ -4,6 +4,8 @@
  */
 import { apply, createDevice, pack4, type Device, type DType, type OpName, type Attrs, type Tensor } from '../engine/index.ts';
 import { ints, rng, uniform } from './random.ts';
+import { TENSOR_CASES } from './op_cases_tensor.ts';
+import { MODEL_CASES } from './op_cases_model.ts';
 
 /**
  * Tolerances per dtype, |got - want| <= atol + rtol * |want|. fp32: both sides accumulate differently (fp32 FMA
@@ -139,6 +141,8 @@ export const CASES: OpCase[] = [
   { name: 'Attention decode step', op: 'Attention', inputs: [floats(67, 'fp32', [1, 4, 1, 16]), floats(68, 'fp32', [1, 1, 7, 16]), floats(69, 'fp32', [1, 1, 7, 16])], attrs: { causal: true, scale: 0.1 } },
   { name: 'Attention fp16', op: 'Attention', inputs: [floats(70, 'fp16', [1, 2, 4, 8]), floats(71, 'fp16', [1, 2, 4, 8]), floats(72, 'fp16', [1, 2, 4, 8])], attrs: { causal: true } },
   ...QUANT_CASES,
+  ...TENSOR_CASES,
+  ...MODEL_CASES,
 ];
 
 function make(dev: Device, g: Gen): Tensor | null {

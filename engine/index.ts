@@ -15,3 +15,6 @@ export { withSignal, currentSignal, throwIfAborted } from './abort.ts';
 export * from './precision/index.ts';
 export * from './quant/index.ts';
 export * from './nn/index.ts';
+export { backward, GradientError, type BackwardGraph, type BackwardOptions } from './autograd/backward.ts';
+export type { Dim, Shape } from './graph/dims.ts';
+export type { DeviceStats, DeviceOptions } from './device/device.ts';

@@ -1,7 +1,7 @@
 /** Shape and dtype inference helpers shared by the op specs (ONNX operator semantics: numpy broadcasting, axes). */
 import { DTypeError, ShapeError } from '../errors.ts';
 import type { DType } from '../dtype/dtype.ts';
-import type { Graph, Value } from './graph.ts';
+import type { Value } from './graph.ts';
 import { unifyDims, type Dim, type Shape } from './dims.ts';
 
 export type AttrValue = number | boolean | string | readonly number[] | readonly Dim[];
@@ -12,10 +12,18 @@ export interface ValueType {
 }
 export type In = Value | null;
 
+/**
+ * The part of a Graph a gradient builds with. Ops are named by string here so that the op table's type does not
+ * depend on itself; Graph.op still refuses an unknown name.
+ */
+export interface GradGraph {
+  op(op: string, inputs: readonly (Value | null | undefined)[], attrs?: Attrs): Value[];
+}
+
 /** What an op's gradient sees: its node, and the gradient of the loss with respect to each of its outputs. */
 export interface GradContext {
-  /** The graph the backward nodes are added to (the forward graph itself). */
-  readonly g: Graph;
+  /** The backward graph the gradient's nodes are added to. */
+  readonly g: GradGraph;
   readonly inputs: readonly In[];
   readonly outputs: readonly Value[];
   readonly attrs: Attrs;

@@ -10,6 +10,9 @@ import type { Value } from './graph.ts';
 import { attrNum, binaryFloat, dtypeIn, FLOATS, matmulShape, normAxis, req, sameDType, unaryFloat, type AttrValue, type OpSpec, type ValueType } from './infer.ts';
 import { dimDivide, dimProduct, sameDim, unifyDims, type Dim, type Shape } from './dims.ts';
 import { QUANT_OPS } from './ops_quant.ts';
+import { TENSOR_OPS } from './ops_tensor.ts';
+import { MODEL_OPS } from './ops_model.ts';
+import { op1, scalarLike, sumTo, swapLast } from './grad_util.ts';
 
 export { broadcastShapes, FLOATS, normAxis, type AttrValue, type Attrs, type GradContext, type OpSpec, type ValueType } from './infer.ts';
 
@@ -23,6 +26,25 @@ export const OPS = {
       dtypeIn('MatMul', a, FLOATS, 'operands');
       return [{ dtype: d, shape: matmulShape('MatMul', a.shape, b.shape) }];
     },
+    // C = A B: dA = dC B^T, dB = A^T dC, each summed over the batch dims it was broadcast along.
+    grad({ g, inputs: [a, b], dy: [dc] }) {
+      return [sumTo(g, op1(g, 'MatMul', [dc, swapLast(g, b!)]), a!.shape), sumTo(g, op1(g, 'MatMul', [swapLast(g, a!), dc]), b!.shape)];
+    },
+  },
+
+  /** A literal: `value` of `dtype`, filling `shape` (default a scalar). Gradients use it for their constants. */
+  Constant: {
+    infer(inputs, attrs) {
+      if (inputs.length !== 0) throw new ShapeError('Constant', [], 'takes no inputs');
+      const value = attrs.value;
+      if (typeof value !== 'number' || Number.isNaN(value)) throw new ShapeError('Constant', [], `value must be a number, got ${JSON.stringify(value)}`);
+      const dtype = (attrs.dtype ?? 'fp32') as DType;
+      if (![...FLOATS, 'int32'].includes(dtype)) throw new DTypeError('Constant', [String(dtype)], 'dtype must be fp32/fp16/bf16/int32');
+      const shape = (attrs.shape ?? []) as readonly number[];
+      if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new ShapeError('Constant', [], `shape must be sizes, got ${JSON.stringify(shape)}`);
+      return [{ dtype, shape }];
+    },
+    grad: () => [],
   },
 
   /** int8/uint8 operands, optional scalar zero points, exact int32 accumulation. */
@@ -91,10 +113,23 @@ export const OPS = {
     },
   },
 
-  Add: binaryFloat('Add'),
-  Sub: binaryFloat('Sub'),
-  Mul: binaryFloat('Mul'),
-  Div: binaryFloat('Div'),
+  Add: { ...binaryFloat('Add'), grad: ({ g, inputs: [a, b], dy: [d] }) => [sumTo(g, d!, a!.shape), sumTo(g, d!, b!.shape)] },
+  Sub: {
+    ...binaryFloat('Sub'),
+    grad: ({ g, inputs: [a, b], dy: [d] }) => [sumTo(g, d!, a!.shape), sumTo(g, op1(g, 'Mul', [d, scalarLike(g, d!, -1)]), b!.shape)],
+  },
+  Mul: {
+    ...binaryFloat('Mul'),
+    grad: ({ g, inputs: [a, b], dy: [d] }) => [sumTo(g, op1(g, 'Mul', [d, b]), a!.shape), sumTo(g, op1(g, 'Mul', [d, a]), b!.shape)],
+  },
+  // y = a / b: da = dy / b, db = -dy y / b.
+  Div: {
+    ...binaryFloat('Div'),
+    grad: ({ g, inputs: [a, b], outputs: [y], dy: [d] }) => {
+      const db = op1(g, 'Div', [op1(g, 'Mul', [op1(g, 'Mul', [d, y]), scalarLike(g, d!, -1)]), b]);
+      return [sumTo(g, op1(g, 'Div', [d, b]), a!.shape), sumTo(g, db, b!.shape)];
+    },
+  },
 
   Softmax: {
     infer(inputs, attrs) {
@@ -207,6 +242,8 @@ export const OPS = {
   },
 
   ...QUANT_OPS,
+  ...TENSOR_OPS,
+  ...MODEL_OPS,
 } satisfies Record<string, OpSpec>;
 
 export type OpName = keyof typeof OPS;

@@ -100,7 +100,11 @@ export class Emitter {
   }
 
   int32Scalar(v: number): string {
-    return this.init(OnnxType.INT32, [], new Uint8Array(Int32Array.of(v).buffer));
+    return this.int32s(Int32Array.of(v), []);
+  }
+
+  int32s(values: Int32Array, dims: number[]): string {
+    return this.init(OnnxType.INT32, dims, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   }
 
   uint8Scalar(v: number): string {

@@ -8,6 +8,8 @@ import type { OpName } from '../../graph/ops.ts';
 import { keepDims, reduceAxes, scaleAxis } from '../../graph/ops_quant.ts';
 import { attr, onnxType, type Emitter } from './emitter.ts';
 import { OnnxType } from './proto.ts';
+import { TENSOR_LOWERINGS } from './tensor_table.ts';
+import { MODEL_LOWERINGS } from './model_table.ts';
 
 /** Input names in, one output name per node output. Absent optional inputs arrive as ''. */
 export type Lowering = (e: Emitter, n: Node, ins: string[]) => string[];
@@ -73,6 +75,15 @@ export const ONNX_LOWERINGS = {
     const axis = scaleAxis(n.op, n.inputs[0]!, n.inputs[1]!, n.attrs);
     return [e.node(n.op, trimOptional(ins), axis === null ? [] : [attr('axis', axis)])];
   },
+  Constant: (e, n) => {
+    const dt = n.attrs.dtype as DType;
+    const shape = (n.attrs.shape ?? []) as number[];
+    const count = shape.reduce((p, d) => p * d, 1);
+    if (dt === 'int32') return [e.int32s(new Int32Array(count).fill(n.attrs.value as number), shape)];
+    return [e.float(new Float32Array(count).fill(n.attrs.value as number), shape, onnxType(dt, e.opts))];
+  },
+  ...TENSOR_LOWERINGS,
+  ...MODEL_LOWERINGS,
 } satisfies { [Op in OpName]: Lowering };
 
 /**

@@ -9,6 +9,8 @@ import type { Value } from '../../graph/graph.ts';
 import type { RefKernel, RefOperand } from './kernel.ts';
 import * as K from './kernels.ts';
 import * as Q from './quant_kernels.ts';
+import { TENSOR_KERNELS } from './tensor_table.ts';
+import { MODEL_KERNELS } from './model_table.ts';
 
 const num = (v: unknown, d: number) => (v === undefined ? d : (v as number));
 const binary = (fn: (p: number, q: number) => number): RefKernel => ({ inputs: [a, b] }) => [K.binary(fn, a!.f(), a!.shape, b!.f(), b!.shape)[0]];
@@ -63,4 +65,7 @@ export const REFERENCE_KERNELS = {
     const axis = scaleAxis('DequantizeLinear', asValue(x!, 'x'), asValue(s!, 'scale'), attrs);
     return [Q.dequantizeLinear(x!.data as Int8Array | Uint8Array, x!.shape, s!.data as Float32Array, z ? (z.data as Int8Array | Uint8Array) : null, axis)];
   },
+  Constant: ({ attrs, outputs: [o] }) => [new Float64Array(o.shape.reduce((p, d) => p * d, 1)).fill(attrs.value as number)],
+  ...TENSOR_KERNELS,
+  ...MODEL_KERNELS,
 } satisfies { [Op in OpName]: RefKernel };
