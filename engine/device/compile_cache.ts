@@ -81,7 +81,10 @@ export class CompileCache {
       e.maxFeedElements = feedElements;
       // Whatever the process kept beyond the outputs (which are tensors, counted as such) is the session's arena.
       const grown = rss() - before - outputBytes;
-      if (grown > 0 && !e.alloc.freed) this.resize(e, e.alloc.bytes + grown);
+      if (grown > 0 && !e.alloc.freed) {
+        this.resize(e, e.alloc.bytes + grown);
+        this.trim(e);
+      }
       return out;
     } finally {
       e.busy--;
@@ -168,6 +171,14 @@ export class CompileCache {
     for (const e of idle) {
       if (!overBudget() && !overCache()) break;
       this.drop(e);
+    }
+  }
+
+  /** After a session grew: the least recently used others go until the cache is within its bound again. */
+  private trim(keep: Entry): void {
+    for (const e of [...this.entries.values()]) {
+      if (this.stats().sessionBytes <= this.maxBytes) return;
+      if (e !== keep && e.busy === 0) this.drop(e);
     }
   }
 
