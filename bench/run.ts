@@ -1,6 +1,8 @@
 /**
  * `servelab bench`: GEMM throughput per format, quantized Linear layers (int8, LLM.int8) against fp32 with bytes per
- * weight, engine overhead and the machine's peak, printed and saved as JSON with targets checked.
+ * weight, engine overhead and the machine's peak, the engine core (sessions per graph structure, shape-polymorphic step
+ * time, tracker against the resident set, host<->GPU bytes) and onnxruntime's thread settings, printed and saved as
+ * JSON with targets checked.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -9,6 +11,8 @@ import { benchGemm, SHAPES, type GemmResult } from './gemm.ts';
 import { gemmOverhead, tinyOpOverhead, type Overhead } from './overhead.ts';
 import { fp32Peak } from './peak.ts';
 import { benchQuant, printQuant, type QuantBench } from './quant.ts';
+import { benchEngine, printEngine, type EngineBench } from './engine.ts';
+import { benchThreads, printThreads, type ThreadsBench } from './threads.ts';
 
 export interface Target {
   name: string;
@@ -26,6 +30,10 @@ export interface BenchReport {
   /** Quantized Linear layers against fp32 as the batch and the layer grow, and bytes per weight per format. */
   quant: QuantBench;
   overhead: { engineUs: number; rawUs: number; gemm1024: Overhead; tiny: Overhead };
+  /** Sessions per graph structure, shape-polymorphic step time, tracker against RSS, host<->GPU bytes, 4-bit GEMV. */
+  engine: EngineBench;
+  /** onnxruntime CPU intra-op threads and spinning: one graph alone and two alternated (cpu only). */
+  threads: ThreadsBench | null;
   targets: Target[];
   date: string;
   versions: Record<string, string>;
@@ -55,12 +63,16 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   log('  overhead: engine against raw onnxruntime session.run ...');
   const tiny = await tinyOpOverhead(dev);
   const gemm1024 = await gemmOverhead(dev);
+  const engine = await benchEngine(kind, { quick: opts.quick });
+  const threads = dev.kind === 'cpu' ? await benchThreads({ quick: opts.quick }) : null;
   const report: BenchReport = {
     machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
     device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },
     results,
     quant,
     overhead: { engineUs: tiny.engineUs, rawUs: tiny.rawUs, tiny, gemm1024 },
+    engine,
+    threads,
     targets: [],
     date: new Date().toISOString(),
     versions: { node: process.versions.node, onnxruntime: (await import('onnxruntime-node')).env.versions.node ?? '' },
@@ -112,6 +124,52 @@ export function checkTargets(rep: BenchReport): Target[] {
   const tiny = rep.overhead.tiny;
   const abs = tiny.engineUs - tiny.rawUs;
   t.push({ name: 'engine overhead on a tiny op within 10 us', met: abs <= 10, measured: `+${abs.toFixed(1)} us (${tiny.engineUs.toFixed(1)} us vs ${tiny.rawUs.toFixed(1)} us)`, goal: '<= 10 us' });
+  if (rep.engine) t.push(...engineTargets(rep.engine));
+  return t;
+}
+
+export function engineTargets(e: EngineBench): Target[] {
+  const t: Target[] = [];
+  const s = e.sessions;
+  const n = s.structures.length;
+  const extra = s.structures.filter((x) => x.sessions > 1);
+  t.push({
+    name: 'one session per graph structure over the batch x sequence sweep',
+    met: s.total <= n,
+    measured: `${s.total} sessions for ${n} structures x ${s.shapes} shapes (per exact shape: ${s.perExactShape})`,
+    goal: `<= ${n}`,
+    gap: s.total <= n ? undefined : `${s.total - n} more: ${extra.map((x) => `${x.what} ${x.sessions}`).join(', ')}`,
+  });
+  const worst = e.stepTime.rows.reduce((p, r) => (r.ratio > p.ratio ? r : p), e.stepTime.rows[0]);
+  if (worst) {
+    const met = worst.ratio <= 1.1;
+    t.push({
+      name: 'shape-polymorphic step within 10% of an exact-shape session',
+      met,
+      measured: e.stepTime.rows.map((r) => `${r.batch}x${r.seq} ${r.ratio.toFixed(3)}`).join(', '),
+      goal: 'every ratio <= 1.10',
+      gap: met ? undefined : `${worst.batch}x${worst.seq}: ${((worst.ratio - 1.1) * 100).toFixed(1)} points over (${worst.polyMs.toFixed(3)} ms vs ${worst.exactMs.toFixed(3)} ms)`,
+    });
+  }
+  const m = e.memory;
+  if (m) {
+    const off = Math.abs(m.ratio - 1);
+    t.push({
+      name: 'tracker total within 10% of the process memory growth (cpu)',
+      met: off <= 0.1,
+      measured: `${(m.trackerBytes / 2 ** 20).toFixed(1)} MiB tracked, ${(m.rssBytes / 2 ** 20).toFixed(1)} MiB resident growth (${(m.ratio * 100).toFixed(1)}%)`,
+      goal: '90% .. 110%',
+      gap: off <= 0.1 ? undefined : `${((off - 0.1) * 100).toFixed(1)} points beyond; ${(Math.abs(m.rssBytes - m.trackerBytes) / 2 ** 20).toFixed(1)} MiB ${m.trackerBytes < m.rssBytes ? 'untracked' : 'tracked but not resident'}`,
+    });
+  }
+  const g = e.gemv4;
+  t.push({
+    name: `4-bit decode GEMV 1x${g.k}x${g.n} through a shape-polymorphic Linear at least 5x faster than fp32`,
+    met: g.speedup >= 5,
+    measured: `${g.speedup.toFixed(2)}x (${g.int4Ms.toFixed(3)} ms vs ${g.fp32Ms.toFixed(3)} ms), ${g.sessionsPerLayer} session per layer`,
+    goal: '>= 5x',
+    gap: g.speedup >= 5 ? undefined : `${(5 - g.speedup).toFixed(2)}x short`,
+  });
   return t;
 }
 
@@ -127,6 +185,8 @@ export function printReport(rep: BenchReport): void {
   }
   if (rep.quant) out.push(...printQuant(rep.quant));
   out.push(`\noverhead: tiny op engine ${rep.overhead.tiny.engineUs.toFixed(1)} us, raw ${rep.overhead.tiny.rawUs.toFixed(1)} us; ` + `GEMM 1024 engine ${(rep.overhead.gemm1024.engineUs / 1000).toFixed(2)} ms, raw ${(rep.overhead.gemm1024.rawUs / 1000).toFixed(2)} ms`);
+  if (rep.engine) out.push(...printEngine(rep.engine));
+  if (rep.threads) out.push(...printThreads(rep.threads));
   out.push('\ntargets:');
   for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);
   console.log(out.join('\n'));

@@ -1,13 +1,25 @@
-/** Eager ops: each call runs a one-node graph on its operands' device (cached by op, attributes, shapes and dtypes). */
-import { Graph } from './graph/graph.ts';
-import type { Attrs, OpName } from './graph/ops.ts';
+/**
+ * Eager ops: each call runs a one-node graph on its operands' device, memoized by the device per op, attributes,
+ * dtypes and ranks, with symbolic dims wherever the op allows, so a call at a new size reuses the compiled session.
+ */
+import { Graph, type Value } from './graph/graph.ts';
+import { OPS, type Attrs, type OpName } from './graph/ops.ts';
 import type { Tensor } from './tensor/tensor.ts';
 import type { Device } from './device/device.ts';
 import type { DType } from './dtype/dtype.ts';
 import { DeviceError } from './errors.ts';
+import { eagerShapes } from './eager_shapes.ts';
 
-const graphs = new Map<string, Graph>();
-const MAX_GRAPHS = 1024;
+/**
+ * Inference on the operands' own sizes first: a bad call throws the op's ShapeError or DTypeError at once, naming
+ * the sizes, even where the graph leaves them symbolic and would only see the mismatch when it runs.
+ */
+function checkSizes(op: OpName, inputs: readonly (Tensor | null)[], attrs: Attrs): void {
+  const spec = OPS[op];
+  if (!spec) return; // Graph.op names the unknown op
+  const values = inputs.map((t, i): Value | null => (t ? { id: i, name: `x${i}`, dtype: t.dtype, shape: t.shape } : null));
+  spec.infer(values, attrs);
+}
 
 /** Runs one op on tensors that share a device; absent optional inputs are null. */
 export async function apply(op: OpName, inputs: readonly (Tensor | null)[], attrs: Attrs = {}): Promise<Tensor[]> {
@@ -17,16 +29,14 @@ export async function apply(op: OpName, inputs: readonly (Tensor | null)[], attr
   for (const t of present) {
     if (t.device !== dev) throw new DeviceError(`${op}: operands are on different devices (${dev.name} and ${t.device.name})`);
   }
-  let key = op + JSON.stringify(attrs);
-  for (const t of inputs) key += t ? `|${t.dtype}[${t.shape}]` : '|-';
-  let g = graphs.get(key);
-  if (!g) {
-    g = new Graph(op);
-    const ins = inputs.map((t, i) => (t ? g!.input(`x${i}`, t.dtype, t.shape) : null));
-    g.output(...g.op(op, ins, attrs));
-    if (graphs.size >= MAX_GRAPHS) graphs.delete(graphs.keys().next().value!);
-    graphs.set(key, g);
-  }
+  checkSizes(op, inputs, attrs);
+  const { shapes, key } = eagerShapes(op, inputs.map((t) => t?.shape ?? null));
+  const dtypes = inputs.map((t) => t?.dtype ?? '-').join(',');
+  const g = dev.graph(dev, `eager|${op}|${JSON.stringify(attrs)}|${dtypes}|${key}`, () => {
+    const g = new Graph(op);
+    const ins = inputs.map((t, i) => (t ? g.input(`x${i}`, t.dtype, shapes[i]!) : null));
+    return g.output(...g.op(op, ins, attrs));
+  });
   return dev.run(g, present);
 }
 

@@ -55,8 +55,12 @@ export function backward(graph: Graph, loss: Value, params: readonly Value[], op
   }
 
   // Only nodes between a param and the loss need their gradient.
-  const fromParams = new Set<Value>(params);
-  for (const n of graph.nodes) if (n.inputs.some((v) => v && fromParams.has(v))) for (const o of n.outputs) fromParams.add(o);
+  // Each value that depends on a param, with the first such param (for error messages).
+  const fromParams = new Map<Value, Value>(params.map((p) => [p, p]));
+  for (const n of graph.nodes) {
+    const src = n.inputs.find((v) => v && fromParams.has(v));
+    if (src) for (const o of n.outputs) fromParams.set(o, fromParams.get(src)!);
+  }
   const toLoss = new Set<Value>([loss]);
   for (let i = graph.nodes.length - 1; i >= 0; i--) {
     const n = graph.nodes[i];
@@ -74,7 +78,7 @@ export function backward(graph: Graph, loss: Value, params: readonly Value[], op
     const dy = n.outputs.map((o) => grads.get(o) ?? null);
     if (dy.every((d) => d === null)) continue;
     const spec: OpSpec = OPS[n.op];
-    if (!spec.grad) throw new GradientError(`backward: ${n.op} has no gradient, and '${firstNeeded(n, needed)}' reaches the loss through it`);
+    if (!spec.grad) throw new GradientError(`backward: ${n.op} has no gradient, and ${firstNeeded(n, needed, fromParams)} reaches the loss through it`);
     const dx = spec.grad({ g, inputs: n.inputs.map((v) => (v ? map.get(v)! : null)), outputs: n.outputs.map((v) => map.get(v)!), attrs: n.attrs, dy });
     n.inputs.forEach((v, j) => {
       if (!v || !needed[j]) return;
@@ -85,6 +89,8 @@ export function backward(graph: Graph, loss: Value, params: readonly Value[], op
     });
   }
 
+  for (const p of params) if (!grads.has(p)) throw blocked(graph, p, toLoss);
+
   const keep = (opts.keep ?? []).map((v) => {
     const m = map.get(v);
     if (!m) throw new GradientError(`backward: keep '${v.name}' is not a value of graph '${graph.name}'`);
@@ -94,7 +100,28 @@ export function backward(graph: Graph, loss: Value, params: readonly Value[], op
   return { graph: g, map };
 }
 
-function firstNeeded(n: Node, needed: boolean[]): string {
-  const i = needed.indexOf(true);
-  return n.inputs[i]!.name;
+/**
+ * Why a param that reaches the loss got no gradient: every path from it passes a value of an integer dtype (codes of
+ * QuantizeLinear, an ArgMax index), which carries none. Names the first op on such a path that makes one.
+ */
+function blocked(graph: Graph, p: Value, toLoss: ReadonlySet<Value>): GradientError {
+  const from = new Set<Value>([p]);
+  for (const n of graph.nodes) {
+    if (!n.inputs.some((v) => v && from.has(v))) continue;
+    const cut = n.outputs.find((o) => toLoss.has(o) && !isFloat(o.dtype));
+    if (cut && n.inputs.some((v) => v && from.has(v) && isFloat(v.dtype))) {
+      return new GradientError(
+        `backward: '${p.name}' reaches the loss only through ${n.op}, whose output '${cut.name}' is ${cut.dtype}; integer values carry ` +
+          'no gradient (so quantization is not differentiable; quantization-aware training passes the gradient straight through instead)',
+      );
+    }
+    for (const o of n.outputs) from.add(o);
+  }
+  return new GradientError(`backward: no gradient reaches '${p.name}'`);
+}
+
+function firstNeeded(n: Node, needed: boolean[], fromParams: ReadonlyMap<Value, Value>): string {
+  const v = n.inputs[needed.indexOf(true)]!;
+  const p = fromParams.get(v)!;
+  return p === v ? `'${v.name}'` : `'${p.name}' (by way of its input '${v.name}')`;
 }

@@ -1,10 +1,13 @@
 /**
- * The backend interface: compile a whole graph once, run it at any binding of its symbolic dims on host-visible
- * storage. Layers, quantization and models never see a backend; the device's compile cache decides when to compile.
+ * The backend interface: compile a whole graph once, run it at any binding of its symbolic dims. A backend whose
+ * memory is not the host's (WebGPU) also has a DeviceMemory (tinygrad's allocator: copyin, copyout), and its runs may
+ * take and leave tensors there. Layers, quantization and models never see a backend; the device's compile cache
+ * decides when to compile.
  */
 import type { Binding } from '../graph/bind.ts';
 import type { Graph } from '../graph/graph.ts';
-import type { Storage } from '../tensor/tensor.ts';
+import type { DType } from '../dtype/dtype.ts';
+import type { DeviceBuffer, Storage } from '../tensor/tensor.ts';
 
 export const BACKENDS = ['cpu', 'webgpu', 'reference'] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -14,20 +17,57 @@ export interface Executable {
   release(): Promise<void>;
 }
 
+export interface CompileOptions {
+  /**
+   * Per graph output: whether its result stays in device memory. Where it stays is fixed when onnxruntime builds the
+   * session, so this is part of what is compiled (and of the compile cache's key).
+   */
+  deviceOutputs?: readonly boolean[];
+}
+
+/** The compile cache's key suffix for these options: '' for all outputs on the host. */
+export function compileKey(opts: CompileOptions = {}): string {
+  const d = opts.deviceOutputs;
+  return d && d.some(Boolean) ? `|device:${d.map((b) => (b ? 1 : 0)).join('')}` : '';
+}
+
+/** A run's operand: host storage, or a buffer in the backend's device memory. */
+export type Operand = Storage | DeviceBuffer;
+
+export const isHostStorage = (x: Operand): x is Storage => ArrayBuffer.isView(x);
+
+/** A backend's own memory, apart from the host's: every crossing goes through copyin or copyout (or a run). */
+export interface DeviceMemory {
+  /**
+   * Bytes a tensor of this dtype takes there, which are also the bytes that cross on each transfer (onnxruntime
+   * carries bf16 as fp32), or null when it cannot be held there at all.
+   */
+  bytes(dtype: DType, numel: number): number | null;
+  /** Host storage (or another buffer) into a new device buffer. */
+  copyin(dtype: DType, shape: readonly number[], src: Operand): Promise<DeviceBuffer>;
+  /** A device buffer's values as new host storage, in the Tensor layout of its dtype; the buffer is untouched. */
+  copyout(dtype: DType, shape: readonly number[], src: DeviceBuffer): Promise<Storage>;
+}
+
 export interface Backend {
   readonly name: BackendName;
   /** Whether a compiled session's memory shows in this process's resident set (the CPU's does; a GPU's does not). */
   readonly measuresHostMemory: boolean;
+  /** Null where the backend computes in host memory (cpu, reference): every tensor there is a host tensor. */
+  readonly deviceMemory: DeviceMemory | null;
   /** The least a compiled graph will hold: its constants as the backend carries them. */
   estimateBytes(graph: Graph): number;
-  compile(graph: Graph): Promise<Executable>;
+  compile(graph: Graph, opts?: CompileOptions): Promise<Executable>;
   /**
    * Pays the runtime's one-time start (onnxruntime's environment and thread pools, about 25 MB once per process) so
    * that it is not counted as the first session's memory.
    */
   ready?(): Promise<void>;
-  /** Feeds follow graph.inputs, results follow graph.outputs, each in the Tensor storage layout of its dtype. */
-  run(exe: Executable, graph: Graph, feeds: readonly Storage[], binding: Binding): Promise<Storage[]>;
+  /**
+   * Feeds follow graph.inputs, results follow graph.outputs: host storage in the Tensor layout of its dtype, or a
+   * device buffer for the outputs compiled to stay on the device (and for feeds already there).
+   */
+  run(exe: Executable, graph: Graph, feeds: readonly Operand[], binding: Binding): Promise<Operand[]>;
   /** Which execution provider ran each kernel type so far, e.g. { MatMul: 'webgpu', MatMulInteger: 'cpu' }. */
   placement(): Record<string, string>;
   /** Facts a learner should see next to a number: what is emulated, what fell back. */

@@ -5,23 +5,24 @@ import { join } from 'node:path';
 // onnxruntime 1.30 otherwise starts telemetry (files under ~/.cache, HTTPS uploads); read when its environment starts.
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 import * as ort from 'onnxruntime-node';
-import type { Backend, BackendName, Executable } from './backend.ts';
+import { isHostStorage, type Backend, type BackendName, type CompileOptions, type Executable, type Operand } from './backend.ts';
 import type { Binding } from '../graph/bind.ts';
 import { Graph } from '../graph/graph.ts';
 import { resolveShape } from '../graph/dims.ts';
-import type { DType } from '../dtype/dtype.ts';
-import type { Storage } from '../tensor/tensor.ts';
-import { bf16ArrayToFp32, fp32ArrayToBf16 } from '../dtype/bf16.ts';
 import { lowerGraph, type LowerOptions } from './onnx/lower.ts';
 import { DeviceError } from '../errors.ts';
 import { cpuInfo } from '../device/cpu_info.ts';
-
-const ORT_TYPE = { fp32: 'float32', fp16: 'float16', bf16: 'float32', int8: 'int8', uint8: 'uint8', int32: 'int32', bool: 'bool' } as const;
+import { fromOrt, toOrt } from './ort_tensor.ts';
+import { liveBuffer, OrtGpuMemory, type OrtBuffer } from './ort_gpu_memory.ts';
 
 export interface OrtExecutable extends Executable {
   session: ort.InferenceSession;
   inputNames: string[];
   outputNames: string[];
+  /** Per output: left in a GPU buffer by the session. */
+  deviceOutputs: readonly boolean[];
+  /** Its outputs still alive in GPU buffers, which must not outlive the session (see ort_gpu_memory.ts). */
+  buffers: Set<OrtBuffer>;
   /** Profile file prefix while this session's first run still has to report where its nodes ran. */
   profilePrefix: string | null;
 }
@@ -35,6 +36,7 @@ export class OrtBackend implements Backend {
   private readonly lowerOpts: LowerOptions;
   private readonly live = new Set<OrtExecutable>();
   readonly measuresHostMemory: boolean;
+  readonly deviceMemory: OrtGpuMemory | null;
 
   constructor(
     readonly name: Extract<BackendName, 'cpu' | 'webgpu'>,
@@ -43,6 +45,19 @@ export class OrtBackend implements Backend {
     const vnni = cpuInfo().simd.some((f) => f === 'avx512_vnni' || f === 'avx_vnni');
     this.lowerOpts = { nativeFp16: name === 'webgpu', u8s8Saturates: process.arch === 'x64' && !vnni };
     this.measuresHostMemory = name === 'cpu';
+    this.deviceMemory = name === 'webgpu' ? new OrtGpuMemory((model, onDevice) => this.createSession(model, onDevice ? 'gpu-buffer' : undefined)) : null;
+  }
+
+  private createSession(model: Uint8Array, outputs?: ort.InferenceSession.SessionOptions['preferredOutputLocation'], extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
+    return ort.InferenceSession.create(model, {
+      executionProviders: [this.name],
+      graphOptimizationLevel: 'all',
+      // Warnings such as "some nodes were not assigned to the preferred provider" are reported through placement().
+      logSeverityLevel: 3,
+      ...(outputs ? { preferredOutputLocation: outputs } : {}),
+      ...extra,
+      ...this.sessionOptions,
+    });
   }
 
   ready(): Promise<void> {
@@ -64,49 +79,55 @@ export class OrtBackend implements Backend {
     return n;
   }
 
-  async compile(graph: Graph): Promise<OrtExecutable> {
+  async compile(graph: Graph, opts: CompileOptions = {}): Promise<OrtExecutable> {
     const lowered = lowerGraph(graph, this.lowerOpts);
     // The WebGPU provider hands ops it lacks to the CPU provider; only a profile of a real run tells which.
     const profilePrefix = this.name === 'webgpu' ? join(tmpdir(), `servelab-ort-${process.pid}-${profileCount++}`) : null;
+    const deviceOutputs = graph.outputs.map((_, i) => this.deviceMemory !== null && (opts.deviceOutputs?.[i] ?? false));
+    const locations = deviceOutputs.some(Boolean) ? Object.fromEntries(lowered.outputNames.map((n, i) => [n, deviceOutputs[i] ? 'gpu-buffer' : 'cpu'] as const)) : undefined;
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(lowered.bytes, {
-        executionProviders: [this.name],
-        graphOptimizationLevel: 'all',
-        // Warnings such as "some nodes were not assigned to the preferred provider" are reported through placement().
-        logSeverityLevel: 3,
-        ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
-        ...this.sessionOptions,
-      });
+      session = await this.createSession(lowered.bytes, locations, profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {});
     } catch (e) {
       throw new DeviceError(`${this.name}: onnxruntime could not compile graph '${graph.name}' (${lowered.opTypes.join(', ')}): ${(e as Error).message}`);
     }
     if (!profilePrefix) for (const t of lowered.opTypes) this.ran.set(t, this.name);
     // The model bytes (a copy of every constant) are not kept: the session holds what it needs.
+    let released: Promise<void> | null = null;
     const c: OrtExecutable = {
       session,
       inputNames: lowered.inputNames,
       outputNames: lowered.outputNames,
+      deviceOutputs,
+      buffers: new Set(),
       profilePrefix,
-      release: async () => {
-        if (!this.live.delete(c)) return;
-        await session.release();
-      },
+      release: () =>
+        (released ??= (async () => {
+          if (c.buffers.size > 0) await this.deviceMemory!.rehome(c.buffers);
+          await session.release();
+          this.live.delete(c);
+        })()),
     };
     this.live.add(c);
     return c;
   }
 
-  async run(exe: Executable, graph: Graph, feeds: readonly Storage[], binding: Binding): Promise<Storage[]> {
+  async run(exe: Executable, graph: Graph, feeds: readonly Operand[], binding: Binding): Promise<Operand[]> {
     const c = exe as OrtExecutable;
     const ortFeeds: Record<string, ort.Tensor> = {};
     const concrete = binding.sizes.size > 0;
     graph.inputs.forEach((v, i) => {
-      ortFeeds[c.inputNames[i]] = toOrt(v.dtype, feeds[i], concrete ? resolveShape(v.shape, binding.sizes) : (v.shape as readonly number[]));
+      const f = feeds[i];
+      // A GPU buffer goes in as it is: no upload.
+      ortFeeds[c.inputNames[i]] = isHostStorage(f) ? toOrt(v.dtype, f, concrete ? resolveShape(v.shape, binding.sizes) : (v.shape as readonly number[])) : liveBuffer(f as OrtBuffer).value;
     });
-    const out = await c.session.run(ortFeeds);
+    const mem = this.deviceMemory;
+    const out = await (mem ? mem.track(c.session.run(ortFeeds)) : c.session.run(ortFeeds));
     if (c.profilePrefix) this.readPlacement(c);
-    return graph.outputs.map((v, i) => fromOrt(v.dtype, out[c.outputNames[i]]));
+    return graph.outputs.map((v, i) => {
+      const o = out[c.outputNames[i]] as ort.Tensor;
+      return c.deviceOutputs[i] ? mem!.wrap(o, c.buffers, v.dtype) : fromOrt(v.dtype, o);
+    });
   }
 
   /** Records, from the session's profile, the provider of every node that ran, then stops profiling it. */
@@ -143,32 +164,23 @@ export class OrtBackend implements Backend {
         ? 'fp16: native in the GPU shaders; sums inside a kernel may be rounded to fp16 as they accumulate'
         : 'fp16: the CPU has no fp16 GEMM; computed in fp32 and rounded to fp16 after every op',
     );
-    if (this.name === 'webgpu') n.push('tensors live in host memory and are copied to the GPU for each run; kernels without a WebGPU implementation run on the CPU provider (see placement)');
+    if (this.name === 'webgpu') {
+      n.push(
+        'tensors: host tensors are copied to the GPU on every run that takes them and results come back to the host, unless ' +
+          "kept there: device.run(graph, feeds, { keep: 'device' }) leaves outputs in GPU buffers that feed later runs without a copy " +
+          '(await t.read() brings one back); each crossing is counted in device.stats() (hostToDeviceBytes, deviceToHostBytes)',
+        'tensors on the GPU: bf16 is held as fp32 (4 bytes a value); int8 cannot be held in a GPU buffer by onnxruntime-node 1.30 and comes back to the host',
+        'kernels without a WebGPU implementation run on the CPU provider (see placement); the copies onnxruntime makes around them are not counted',
+      );
+    }
     return n;
   }
 
   async dispose(): Promise<void> {
+    // GPU buffers go before their sessions (one freed after its session crashes the process), once no run reads them.
+    await this.deviceMemory?.close();
+    for (const c of this.live) for (const b of [...c.buffers]) b.kill();
     await Promise.all([...this.live].map((c) => c.release()));
+    await this.deviceMemory?.dispose();
   }
-}
-
-// Wrapping storage in an ort.Tensor costs microseconds per feed; a tensor fed again (a weight, a decode step's
-// state) reuses its wrapper. Keyed by the storage object, so a wrapper lives exactly as long as its data.
-const wrappers = new WeakMap<Storage, ort.Tensor>();
-
-function toOrt(dtype: DType, s: Storage, shape: readonly number[]): ort.Tensor {
-  if (dtype === 'bf16') return new ort.Tensor('float32', bf16ArrayToFp32(s as Uint16Array), shape);
-  const t = ORT_TYPE[dtype as keyof typeof ORT_TYPE];
-  if (!t) throw new DeviceError(`dtype ${dtype} cannot be fed to onnxruntime; pack 4-bit values into uint8`);
-  const hit = wrappers.get(s);
-  if (hit && hit.type === t && hit.dims.length === shape.length && hit.dims.every((d, i) => d === shape[i])) return hit;
-  const w = new ort.Tensor(t, s as never, shape);
-  wrappers.set(s, w);
-  return w;
-}
-
-function fromOrt(dtype: DType, t: ort.Tensor): Storage {
-  // bf16 results were rounded inside the graph, so narrowing here is exact.
-  if (dtype === 'bf16') return fp32ArrayToBf16(t.data as Float32Array);
-  return t.data as Storage;
 }

@@ -4,7 +4,7 @@
  * size, so the cache holds one entry per structure). A session built from a constant is dropped as soon as that
  * tensor is written or disposed, and never runs again.
  */
-import type { Backend, Executable } from '../backends/backend.ts';
+import { compileKey, type Backend, type CompileOptions, type Executable } from '../backends/backend.ts';
 import type { Graph } from '../graph/graph.ts';
 import type { Allocation, MemoryTracker } from '../memory/tracker.ts';
 import type { Tensor } from '../tensor/tensor.ts';
@@ -53,9 +53,9 @@ export class CompileCache {
     public maxBytes: number,
   ) {}
 
-  /** The entry for a graph, compiled on a miss; a hit is marked most recently used. */
-  async get(graph: Graph): Promise<Entry> {
-    const key = graph.signature;
+  /** The entry for a graph (compiled with these options), compiled on a miss; a hit is marked most recently used. */
+  async get(graph: Graph, opts: CompileOptions = {}): Promise<Entry> {
+    const key = graph.signature + compileKey(opts);
     const hit = this.entries.get(key);
     if (hit && !hit.dropped && this.fresh(hit)) {
       this.entries.delete(key);
@@ -65,7 +65,7 @@ export class CompileCache {
     if (hit) this.drop(hit);
     let p = this.pending.get(key);
     if (!p) {
-      p = this.create(graph).finally(() => this.pending.delete(key));
+      p = this.create(graph, key, opts).finally(() => this.pending.delete(key));
       this.pending.set(key, p);
     }
     return p;
@@ -121,18 +121,18 @@ export class CompileCache {
     return true;
   }
 
-  private async create(graph: Graph): Promise<Entry> {
-    const run = this.chain.then(() => this.compile(graph));
+  private async create(graph: Graph, key: string, opts: CompileOptions): Promise<Entry> {
+    const run = this.chain.then(() => this.compile(graph, key, opts));
     this.chain = run.catch(() => undefined);
     return run;
   }
 
-  private async compile(graph: Graph): Promise<Entry> {
+  private async compile(graph: Graph, key: string, opts: CompileOptions): Promise<Entry> {
     const estimate = this.backend.estimateBytes(graph);
     this.makeRoom(estimate, graph.name);
     await this.backend.ready?.();
     const before = rss();
-    const exe = await this.backend.compile(graph);
+    const exe = await this.backend.compile(graph, opts);
     const measured = this.backend.measuresHostMemory ? rss() - before : 0;
     const bytes = Math.max(estimate, measured);
     let alloc: Allocation;
@@ -144,7 +144,7 @@ export class CompileCache {
       throw e;
     }
     const constants = [...graph.constants.values()].map((t) => ({ id: t.id, version: t.version, ref: new WeakRef(t) }));
-    const e: Entry = { key: graph.signature, exe, constants, alloc, busy: 0, dropped: false, maxFeedElements: -1 };
+    const e: Entry = { key, exe, constants, alloc, busy: 0, dropped: false, maxFeedElements: -1 };
     this.entries.set(e.key, e);
     for (const c of constants) {
       let s = this.byTensor.get(c.id);

@@ -1,8 +1,11 @@
-/** A device: one backend, one memory tracker, and the tensors that live on it. Graph runs are checked here before any kernel. */
+/**
+ * A device: one backend, one memory tracker, and the tensors that live on it, in host memory or (webgpu) in the
+ * device's own. Graph runs are checked here before any kernel, and every byte that crosses between the two is counted.
+ */
 import type { Backend, BackendName } from '../backends/backend.ts';
 import type { Graph } from '../graph/graph.ts';
 import { MemoryTracker, type MemoryTag } from '../memory/tracker.ts';
-import { Tensor, numelOf, type DeviceRef } from '../tensor/tensor.ts';
+import { Tensor, numelOf, type DeviceBuffer, type DeviceRef, type Location, type Storage } from '../tensor/tensor.ts';
 import { byteSize, type DType } from '../dtype/dtype.ts';
 import { pack4, packInt4 } from '../dtype/packed4.ts';
 import { throwIfAborted } from '../abort.ts';
@@ -13,6 +16,17 @@ import { DeviceError, DTypeError, KernelError, OutOfMemoryError, ServelabError, 
 export interface TensorOptions {
   tag?: MemoryTag;
   label?: string;
+}
+
+export interface RunOptions extends TensorOptions {
+  /**
+   * Where the outputs stay, for all or per output: 'host' (the default) or 'device', the device's own memory, where
+   * the next run takes them without a copy. On cpu and reference every tensor is a host tensor; on webgpu a dtype the
+   * GPU cannot hold (int8) comes back to the host. Read a device tensor with `await t.read()` or `t.values()`.
+   * onnxruntime fixes where outputs go when it builds a session, so each placement of a graph's outputs is compiled
+   * (and counted under 'compiled') as a session of its own.
+   */
+  keep?: Location | readonly Location[];
 }
 
 export interface DeviceOptions {
@@ -27,9 +41,13 @@ export interface DeviceStats extends CompileStats {
   /** Graphs memoized by their builders (device.graph). */
   graphs: number;
   runs: number;
-  /** Bytes fed from host memory into the backend's device memory (0 where they are the same memory). */
+  /**
+   * Bytes copied from host memory into the device's own (0 where they are the same memory): every host feed of a run,
+   * and every upload (toDevice), as they travel (bf16 as fp32 on webgpu). Graph constants are not transfers: they are
+   * baked into the session.
+   */
   hostToDeviceBytes: number;
-  /** Bytes of results brought back to host memory. */
+  /** Bytes brought back to host memory: every host output of a run, and every read of a device tensor. */
   deviceToHostBytes: number;
 }
 
@@ -117,7 +135,7 @@ export class Device implements DeviceRef {
     return Tensor.adopt(this, shape, dtype, bytes, opts.tag ?? 'weights', opts.label ?? '');
   }
 
-  /** A copy of a tensor from any device onto this one, counted by this device's tracker. */
+  /** A host copy of a host tensor from any device onto this one, counted by this device's tracker. */
   copyFrom(t: Tensor, opts: TensorOptions = {}): Tensor {
     const src = t.data;
     return Tensor.adopt(this, t.shape, t.dtype, src.slice(), opts.tag ?? t.tag, opts.label ?? t.label);
@@ -125,47 +143,142 @@ export class Device implements DeviceRef {
 
   /**
    * Runs a whole graph as one backend call. Feeds are checked against the graph's inputs and the outputs'
-   * bytes against the budget first, so a bad call or an out-of-memory leaves every tensor as it was.
+   * bytes against the budget first, so a bad call or an out-of-memory leaves every tensor as it was. Device-resident
+   * feeds go in as they are; outputs stay where `opts.keep` asks.
    */
-  async run(graph: Graph, feeds: readonly Tensor[], opts: TensorOptions = {}): Promise<Tensor[]> {
+  async run(graph: Graph, feeds: readonly Tensor[], opts: RunOptions = {}): Promise<Tensor[]> {
     throwIfAborted();
     if (feeds.length !== graph.inputs.length) {
       throw new ShapeError(graph.name, feeds.map((t) => t.shape), `graph takes ${graph.inputs.length} inputs, got ${feeds.length}`);
     }
+    const mem = this.backend.deviceMemory;
     let feedElements = 0;
-    let feedBytes = 0;
-    const storages = feeds.map((t, i) => {
+    let upBytes = 0;
+    const operands = feeds.map((t, i) => {
       const v = graph.inputs[i];
       if (t.device !== this) throw new DeviceError(`${graph.name}: input '${v.name}' is on ${t.device.name}, the graph runs on ${this.name}; copy it with device.copyFrom`);
+      if (t.disposed) throw new DeviceError(`${graph.name}: input '${v.name}' (tensor #${t.id} ${t.describe()}) was disposed`);
       if (t.dtype !== v.dtype) throw new DTypeError(graph.name, [t.dtype, v.dtype], `input '${v.name}' is ${t.dtype}, the graph expects ${v.dtype}`);
       feedElements += t.numel;
-      feedBytes += t.bytes;
+      const buf = t.deviceBuffer;
+      if (buf) return buf;
+      if (mem) upBytes += mem.bytes(t.dtype, t.numel) ?? t.bytes;
       return t.data;
     });
     const binding = bindShapes(graph, feeds.map((t) => t.shape));
     for (const [v, t] of graph.constants) {
       if (t.device !== this) throw new DeviceError(`${graph.name}: constant '${v.name}' is on ${t.device.name}, the graph runs on ${this.name}`);
       if (t.disposed) throw new DeviceError(`${graph.name}: constant '${v.name}' (tensor #${t.id}) was disposed`);
+      if (t.location === 'device') {
+        throw new DeviceError(`${graph.name}: constant '${v.name}' (tensor #${t.id} ${t.describe()}) is in device memory; constants are baked into the session from host bytes: feed it as an input instead`);
+      }
     }
-    let outBytes = 0;
-    graph.outputs.forEach((v, i) => (outBytes += byteSize(v.dtype, numelOf(binding.outputShapes[i]))));
+    const keep = this.keepOnDevice(graph, opts.keep);
+    let total = 0;
+    let downBytes = 0;
+    graph.outputs.forEach((v, i) => {
+      const n = numelOf(binding.outputShapes[i]);
+      // What the output takes where it stays; one that comes back crosses as the backend carries it.
+      const carried = mem?.bytes(v.dtype, n) ?? byteSize(v.dtype, n);
+      total += keep[i] ? carried : byteSize(v.dtype, n);
+      if (mem && !keep[i]) downBytes += carried;
+    });
     const tag = opts.tag ?? 'activations';
-    if (!this.memory.canAllocate(outBytes)) {
-      throw new OutOfMemoryError(this.name, outBytes, this.memory.live, this.memory.budget!, tag);
+    if (!this.memory.canAllocate(total)) {
+      throw new OutOfMemoryError(this.name, total, this.memory.live, this.memory.budget!, tag);
     }
-    const entry = await this.cache.get(graph);
+    // Held for the run, so that a feed disposed while the run is pending keeps its buffer until the run ends.
+    const held = operands.filter((o): o is DeviceBuffer => !ArrayBuffer.isView(o));
+    for (const b of held) b.retain();
     let out;
     try {
-      out = await this.cache.run(entry, feedElements, outBytes, () => this.backend.run(entry.exe, graph, storages, binding));
+      const entry = await this.cache.get(graph, keep.some(Boolean) ? { deviceOutputs: keep } : {});
+      out = await this.cache.run(entry, feedElements, total, () => this.backend.run(entry.exe, graph, operands, binding));
     } catch (e) {
       throw e instanceof ServelabError ? e : new KernelError(graph.name, this.name, e);
+    } finally {
+      for (const b of held) b.release();
     }
     this.runs++;
-    if (this.backend.name === 'webgpu') {
-      this.h2d += feedBytes;
-      this.d2h += outBytes;
+    this.h2d += upBytes;
+    this.d2h += downBytes;
+    return this.wrapOutputs(graph, binding.outputShapes, out, tag, opts.label);
+  }
+
+  /**
+   * A copy of `t` in this device's own memory (webgpu), which later runs take without an upload: a new tensor with
+   * t's tag and label, t unchanged. On cpu and reference, whose kernels work in host memory, a host copy.
+   */
+  async toDevice(t: Tensor, opts: TensorOptions = {}): Promise<Tensor> {
+    throwIfAborted();
+    this.assertOwn(t, 'toDevice');
+    const mem = this.backend.deviceMemory;
+    if (!mem) return this.copyFrom(t, opts);
+    const bytes = mem.bytes(t.dtype, t.numel);
+    if (bytes === null) throw new DTypeError('toDevice', [t.dtype], `${this.name} cannot hold ${t.dtype} tensors in device memory (tensor #${t.id} ${t.describe()})`);
+    const tag = opts.tag ?? t.tag;
+    if (!this.memory.canAllocate(bytes)) throw new OutOfMemoryError(this.name, bytes, this.memory.live, this.memory.budget!, tag);
+    const src = t.deviceBuffer;
+    const data = src ?? t.data;
+    src?.retain();
+    let buf: DeviceBuffer;
+    try {
+      buf = await mem.copyin(t.dtype, t.shape, data);
+    } finally {
+      src?.release();
     }
-    return graph.outputs.map((v, i) => Tensor.adopt(this, binding.outputShapes[i], v.dtype, out[i], tag, opts.label ?? v.name));
+    if (!src) this.h2d += bytes;
+    return Tensor.resident(this, t.shape, t.dtype, buf, tag, opts.label ?? t.label);
+  }
+
+  /** A device tensor's values as new host storage (what `await t.read()` calls), counted in deviceToHostBytes. */
+  async download(t: Tensor): Promise<Storage> {
+    throwIfAborted();
+    this.assertOwn(t, 'read');
+    const buf = t.deviceBuffer;
+    if (!buf) return t.data.slice();
+    buf.retain();
+    try {
+      const s = await this.backend.deviceMemory!.copyout(t.dtype, t.shape, buf);
+      this.d2h += buf.bytes;
+      return s;
+    } finally {
+      buf.release();
+    }
+  }
+
+  /** Per output: whether it stays in device memory, as asked where this device can hold it. */
+  private keepOnDevice(graph: Graph, keep: RunOptions['keep'] = 'host'): boolean[] {
+    const mem = this.backend.deviceMemory;
+    if (Array.isArray(keep) && keep.length !== graph.outputs.length) {
+      throw new ServelabError(`${graph.name}: keep names ${keep.length} locations for ${graph.outputs.length} outputs`);
+    }
+    return graph.outputs.map((v, i) => {
+      const where = typeof keep === 'string' ? keep : (keep as readonly Location[])[i];
+      if (where !== 'host' && where !== 'device') throw new ServelabError(`${graph.name}: keep must be 'host' or 'device', got ${JSON.stringify(where)}`);
+      return where === 'device' && mem !== null && mem.bytes(v.dtype, 1) !== null;
+    });
+  }
+
+  private wrapOutputs(graph: Graph, shapes: number[][], out: readonly (Storage | DeviceBuffer)[], tag: MemoryTag, label?: string): Tensor[] {
+    const made: Tensor[] = [];
+    try {
+      graph.outputs.forEach((v, i) => {
+        const o = out[i];
+        made.push(ArrayBuffer.isView(o) ? Tensor.adopt(this, shapes[i], v.dtype, o, tag, label ?? v.name) : Tensor.resident(this, shapes[i], v.dtype, o, tag, label ?? v.name));
+      });
+    } catch (e) {
+      // A concurrent allocation took the room checked for: nothing of this run is left behind.
+      for (const t of made) t.dispose();
+      for (const o of out.slice(made.length + 1)) if (!ArrayBuffer.isView(o)) o.release();
+      throw e;
+    }
+    return made;
+  }
+
+  private assertOwn(t: Tensor, what: string): void {
+    if (t.device !== this) throw new DeviceError(`${what}: tensor #${t.id} ${t.describe()} is on ${t.device.name}, not ${this.name}`);
+    if (t.disposed) throw new DeviceError(`${what}: tensor #${t.id} ${t.describe()} was disposed`);
   }
 
   placement(): Record<string, string> {

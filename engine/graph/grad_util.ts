@@ -1,5 +1,5 @@
-/** Helpers the op gradients share: one-output ops, undoing broadcasting, swapping the last two axes. */
-import { sameDim, type Shape } from './dims.ts';
+/** What the op gradients share: one-output ops, literals and zeros, undoing broadcasting, means, permutations. */
+import { sameDim, type Dim, type Shape } from './dims.ts';
 import type { Value } from './graph.ts';
 import type { Attrs, GradGraph } from './infer.ts';
 
@@ -32,4 +32,25 @@ export function swapLast(g: Graph, v: Value): Value {
   const perm = [...Array(r).keys()];
   [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
   return op1(g, 'Transpose', [v], { perm });
+}
+
+/** Zeros of `shape` in v's dtype (a broadcast scalar, so symbolic shapes work). */
+export const zerosLike = (g: Graph, v: Value, shape: Shape = v.shape): Value =>
+  shape.length === 0 ? scalarLike(g, v, 0) : op1(g, 'Expand', [scalarLike(g, v, 0)], { shape: [...shape] });
+
+/**
+ * The mean over the last axis, kept: a sum times 1/n when n is a size (exact for powers of two, one rounding
+ * otherwise), ReduceMean when n is only known at run time.
+ */
+export function meanLast(g: Graph, x: Value): Value {
+  const n: Dim = x.shape[x.shape.length - 1];
+  if (typeof n !== 'number') return op1(g, 'ReduceMean', [x], { axes: [-1], keepdims: true });
+  return op1(g, 'Mul', [op1(g, 'ReduceSum', [x], { axes: [-1], keepdims: true }), scalarLike(g, x, 1 / n)]);
+}
+
+/** The inverse of a permutation (Transpose's perm). */
+export function invertPerm(perm: readonly number[]): number[] {
+  const inv: number[] = [];
+  perm.forEach((p, i) => (inv[p] = i));
+  return inv;
 }

@@ -12,7 +12,11 @@ import { dimDivide, dimProduct, sameDim, unifyDims, type Dim, type Shape } from 
 import { QUANT_OPS } from './ops_quant.ts';
 import { TENSOR_OPS } from './ops_tensor.ts';
 import { MODEL_OPS } from './ops_model.ts';
-import { op1, scalarLike, sumTo, swapLast } from './grad_util.ts';
+import { invertPerm, op1, scalarLike, sumTo, swapLast } from './grad_util.ts';
+import { normGrad } from './grad_norm.ts';
+import { attentionGrad } from './grad_attention.ts';
+import { geluSlope, geluTanhSlope } from './grad_gelu.ts';
+import { gatherGrad } from './grad_gather.ts';
 
 export { broadcastShapes, FLOATS, normAxis, type AttrValue, type Attrs, type GradContext, type OpSpec, type ValueType } from './infer.ts';
 
@@ -138,6 +142,11 @@ export const OPS = {
       normAxis('Softmax', attrNum('Softmax', attrs, 'axis', -1), x.shape.length, x.shape);
       return [{ dtype: x.dtype, shape: x.shape }];
     },
+    // dx = y (dy - sum(dy y)) along the axis: the Jacobian diag(y) - y y^T applied to dy.
+    grad({ g, outputs: [y], attrs, dy: [d] }) {
+      const dot = op1(g, 'ReduceSum', [op1(g, 'Mul', [d, y])], { axes: [attrNum('Softmax', attrs, 'axis', -1)], keepdims: true });
+      return [op1(g, 'Mul', [y, op1(g, 'Sub', [d, dot])])];
+    },
   },
 
   /** Over the last axis: (x - mean) / sqrt(var + epsilon) * scale + bias. */
@@ -149,6 +158,7 @@ export const OPS = {
       attrNum(op, attrs, 'epsilon', 1e-5);
       return normInfer(op, x, scale, bias);
     },
+    grad: (ctx) => normGrad(ctx, false),
   },
 
   /** RMSNorm (Zhang & Sennrich 2019, used by Llama): x / sqrt(mean(x^2) + epsilon) * scale over the last axis. */
@@ -158,6 +168,7 @@ export const OPS = {
       attrNum('RMSNorm', attrs, 'epsilon', 1e-6);
       return normInfer('RMSNorm', x, scale, null);
     },
+    grad: (ctx) => normGrad(ctx, true),
   },
 
   /** approximate: 'none' (erf) or 'tanh'. */
@@ -167,10 +178,22 @@ export const OPS = {
       if (a !== 'none' && a !== 'tanh') throw new ShapeError('Gelu', [], `approximate must be 'none' or 'tanh', got ${JSON.stringify(a)}`);
       return unaryFloat('Gelu').infer(inputs, attrs);
     },
+    grad: ({ g, inputs: [x], outputs: [y], attrs, dy: [d] }) => [op1(g, 'Mul', [d, attrs.approximate === 'tanh' ? geluTanhSlope(g, x!) : geluSlope(g, x!, y)])],
   },
   /** x * sigmoid(x), the SwiGLU gate's activation. */
-  SiLU: unaryFloat('SiLU'),
-  Sigmoid: unaryFloat('Sigmoid'),
+  SiLU: {
+    ...unaryFloat('SiLU'),
+    // d/dx x s(x) = s (1 + x (1 - s)).
+    grad({ g, inputs: [x], dy: [d] }) {
+      const s = op1(g, 'Sigmoid', [x]);
+      const slope = op1(g, 'Mul', [s, op1(g, 'Add', [scalarLike(g, x!, 1), op1(g, 'Mul', [x, op1(g, 'Sub', [scalarLike(g, x!, 1), s])])])]);
+      return [op1(g, 'Mul', [d, slope])];
+    },
+  },
+  Sigmoid: {
+    ...unaryFloat('Sigmoid'),
+    grad: ({ g, outputs: [y], dy: [d] }) => [op1(g, 'Mul', [d, op1(g, 'Mul', [y, op1(g, 'Sub', [scalarLike(g, y, 1), y])])])],
+  },
 
   /** Rows of data picked by int32 indices along `axis` (embedding lookup). */
   Gather: {
@@ -180,6 +203,8 @@ export const OPS = {
       const axis = normAxis('Gather', attrNum('Gather', attrs, 'axis', 0), data.shape.length, data.shape);
       return [{ dtype: data.dtype, shape: [...data.shape.slice(0, axis), ...idx.shape, ...data.shape.slice(axis + 1)] }];
     },
+    // Each picked row's gradient is added back where it came from (an embedding row used twice gets both).
+    grad: ({ g, inputs: [data, idx], attrs, dy: [d] }) => [gatherGrad(g, data!, idx!, normAxis('Gather', attrNum('Gather', attrs, 'axis', 0), data!.shape.length, data!.shape), d!), null],
   },
 
   /** shape may hold one -1; 0 is a literal zero-sized dimension (ONNX allowzero=1). */
@@ -188,6 +213,7 @@ export const OPS = {
       const [x] = req('Reshape', inputs, 1);
       return [{ dtype: x.dtype, shape: reshapeTarget(x.shape, attrs.shape) }];
     },
+    grad: ({ g, inputs: [x], dy: [d] }) => [op1(g, 'Reshape', [d], { shape: [...x!.shape] })],
   },
 
   Transpose: {
@@ -198,6 +224,10 @@ export const OPS = {
       const ok = Array.isArray(perm) && perm.length === r && [...perm].sort((p, q) => p - q).every((p, i) => p === i);
       if (!ok) throw new ShapeError('Transpose', [x.shape], `perm ${JSON.stringify(perm)} is not a permutation of 0..${r - 1}`);
       return [{ dtype: x.dtype, shape: perm.map((p) => x.shape[p]) }];
+    },
+    grad({ g, inputs: [x], attrs, dy: [d] }) {
+      const perm = (attrs.perm as readonly number[] | undefined) ?? [...x!.shape.keys()].reverse();
+      return [op1(g, 'Transpose', [d], { perm: invertPerm(perm) })];
     },
   },
 
@@ -211,6 +241,9 @@ export const OPS = {
       dtypeIn('Cast', x, to === 'int32' ? ints : [...FLOATS, ...ints]);
       return [{ dtype: to, shape: x.shape }];
     },
+    // Between floats the gradient is cast back; rounding to a narrower float is passed straight through (its true
+    // derivative is zero almost everywhere, which would stop mixed-precision training).
+    grad: ({ g, inputs: [x], dy: [d] }) => [FLOATS.includes(x!.dtype) ? op1(g, 'Cast', [d], { to: x!.dtype }) : null],
   },
 
   /**
@@ -239,6 +272,7 @@ export const OPS = {
       if (attrs.scale !== undefined) attrNum(op, attrs, 'scale');
       return [{ dtype: d, shape: [B, Hq, S, v.shape[3]] }];
     },
+    grad: attentionGrad,
   },
 
   ...QUANT_OPS,

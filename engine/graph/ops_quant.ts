@@ -10,6 +10,7 @@ import type { DType } from '../dtype/dtype.ts';
 import type { Value } from './graph.ts';
 import { unifyDims, type Shape } from './dims.ts';
 import { attrNum, dtypeIn, FLOATS, normAxis, req, unaryFloat, type Attrs, type OpSpec } from './infer.ts';
+import { op1, scalarLike, zerosLike } from './grad_util.ts';
 
 const CODES: readonly DType[] = ['int8', 'uint8'];
 
@@ -55,7 +56,15 @@ function zeroPointLike(op: string, zp: Value | null, scale: Value, dtype?: DType
 }
 
 export const QUANT_OPS = {
-  Abs: unaryFloat('Abs'),
+  Abs: {
+    ...unaryFloat('Abs'),
+    // dy sign(x), with sign(0) = 0 (the subgradient PyTorch takes).
+    grad({ g, inputs: [x], dy: [d] }) {
+      const zero = scalarLike(g, x!, 0);
+      const sign = op1(g, 'Where', [op1(g, 'Less', [x, zero]), scalarLike(g, x!, -1), op1(g, 'Where', [op1(g, 'Less', [zero, x]), scalarLike(g, x!, 1), zero])]);
+      return [op1(g, 'Mul', [d, sign])];
+    },
+  },
 
   /** Max over `axes` (all when absent); keepdims (default true) keeps reduced axes as length 1. */
   ReduceMax: {
@@ -68,10 +77,24 @@ export const QUANT_OPS = {
       const shape = x.shape.flatMap((d, i) => (axes.includes(i) ? (keep ? [1] : []) : [d]));
       return [{ dtype: x.dtype, shape }];
     },
+    // dy goes to the elements equal to the max, shared evenly among ties (as TensorFlow and torch.amax do).
+    grad({ g, inputs: [x], outputs: [y], attrs, dy: [d] }) {
+      const axes = reduceAxes(x!.shape, attrs.axes);
+      const kept = x!.shape.map((s, i) => (axes.includes(i) ? 1 : s));
+      const unsqueeze = (v: Value) => (keepDims(attrs) ? v : op1(g, 'Reshape', [v], { shape: kept }));
+      const hit = op1(g, 'Where', [op1(g, 'Equal', [x, unsqueeze(y)]), scalarLike(g, x!, 1), zerosLike(g, x!)]);
+      const count = op1(g, 'ReduceSum', [hit], { axes, keepdims: true });
+      return [op1(g, 'Mul', [hit, op1(g, 'Div', [unsqueeze(d!), count])])];
+    },
   },
 
-  /** Round half to even (ONNX Round; 2.5 -> 2, -3.5 -> -4). */
-  Round: unaryFloat('Round'),
+  /**
+   * Round half to even (ONNX Round; 2.5 -> 2, -3.5 -> -4). Its gradient is the true one, zero (it is a step
+   * function); quantization-aware training instead passes dy through unchanged (the straight-through estimator,
+   * Bengio et al. 2013): PyTorch writes it x + (round(x) - x).detach(), here the rounding error round(x) - x would be
+   * fed as an input that is not a param.
+   */
+  Round: { ...unaryFloat('Round'), grad: ({ g, inputs: [x] }) => [zerosLike(g, x!)] },
 
   /** Clamp to [min, max]; either bound may be absent. Bounds are attributes here, inputs in ONNX (lowered as constants). */
   Clip: {
@@ -82,6 +105,14 @@ export const QUANT_OPS = {
       const hi = attrs.max === undefined ? Infinity : attrNum('Clip', attrs, 'max');
       if (lo > hi) throw new ShapeError('Clip', [x.shape], `min ${lo} is above max ${hi}`);
       return [{ dtype: x.dtype, shape: x.shape }];
+    },
+    // dy where min <= x <= max (bounds included, as PyTorch), 0 where the clamp is active.
+    grad({ g, inputs: [x], attrs, dy: [d] }) {
+      let dx = d!;
+      const zero = scalarLike(g, d!, 0);
+      if (attrs.min !== undefined) dx = op1(g, 'Where', [op1(g, 'Less', [x, scalarLike(g, x!, attrs.min as number)]), zero, dx]);
+      if (attrs.max !== undefined) dx = op1(g, 'Where', [op1(g, 'Less', [scalarLike(g, x!, attrs.max as number), x]), zero, dx]);
+      return [dx];
     },
   },
 

@@ -6,6 +6,7 @@
  * tagged 'weights' under `${label}.*`, and are bound as graph constants, so onnxruntime prepacks them once.
  */
 import { Graph, type Value } from '../graph/graph.ts';
+import { rowShape } from '../graph/row_shape.ts';
 import type { Device } from '../device/device.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import type { FloatDType } from '../dtype/dtype.ts';
@@ -69,7 +70,6 @@ type Held = { kind: 'float'; w: Tensor } | { kind: 'int8'; w: Int8Weight } | { k
 const COMPUTE_DTYPE: Record<LinearFormat, FloatDType> = { fp32: 'fp32', fp16: 'fp16', bf16: 'bf16', int8: 'fp32', 'llm.int8': 'fp32', int4: 'fp32' };
 
 export class Linear {
-  private readonly graphs = new Map<string, Graph>();
   private disposedFlag = false;
 
   private constructor(
@@ -148,13 +148,11 @@ export class Linear {
     if (this.held.kind === 'llm.int8') {
       return (await llmInt8Matmul(x, this.held.w, { threshold: this.opts.threshold, bias: this.bias })).y;
     }
-    const key = `${x.dtype}[${x.shape}]`;
-    let g = this.graphs.get(key);
-    if (!g) {
-      g = new Graph(`Linear ${this.label} (${this.format})`);
-      g.output(this.addTo(g, g.input('x', x.dtype, x.shape)));
-      this.graphs.set(key, g);
-    }
+    // One graph per dtype and rank: the leading dims are symbols, so every batch size runs the same session.
+    const g = this.device.graph(this, `${x.dtype}|${x.shape.length}`, () => {
+      const g = new Graph(`Linear ${this.label} (${this.format})`);
+      return g.output(this.addTo(g, g.input('x', x.dtype, rowShape(x.shape.length, this.inFeatures))));
+    });
     const [y] = await this.device.run(g, [x], { label: `${this.label}.y` });
     return y;
   }
@@ -173,7 +171,10 @@ export class Linear {
     const cd = COMPUTE_DTYPE[this.format];
     const one = (...args: Parameters<Graph['op']>) => g.op(...args)[0];
     let v = x.dtype === cd ? x : one('Cast', [x], { to: cd });
-    if (x.shape.length !== 2) v = one('Reshape', [v], { shape: [-1, K] });
+    // MatMul and MatMulNBits take [..., K] as it is; the int8 path quantizes rows of a 2-D view. Every Reshape of a
+    // symbolic shape costs a few nodes per run (reading the run's sizes), so none is added where none is needed.
+    const flat = x.shape.length === 1 || (h.kind === 'int8' && x.shape.length !== 2);
+    if (flat) v = one('Reshape', [v], { shape: [-1, K] });
     let y: Value;
     if (h.kind === 'float') y = one('MatMul', [v, g.constant(`${this.label}.w`, h.w)]);
     else if (h.kind === 'int8') y = addVectorwiseMatmul(new Consts(g, this.device), v, g.constant(`${this.label}.q`, h.w.q), g.constant(`${this.label}.scale`, h.w.scale)).y;
@@ -186,7 +187,7 @@ export class Linear {
       // Past an int8 product, a plain Add of the bias would be fused wrongly by onnxruntime (see addBias).
       y = h.kind === 'int8' ? addBias(new Consts(g, this.device), y, b) : one('Add', [y, b]);
     }
-    if (x.shape.length !== 2) y = one('Reshape', [y], { shape: [...lead, N] });
+    if (flat) y = one('Reshape', [y], { shape: [...lead, N] });
     return y.dtype === x.dtype ? y : one('Cast', [y], { to: x.dtype });
   }
 
@@ -222,7 +223,6 @@ export class Linear {
   dispose(): void {
     if (this.disposedFlag) return;
     for (const t of this.tensors()) t.dispose();
-    this.graphs.clear();
     this.disposedFlag = true;
   }
 

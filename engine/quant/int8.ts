@@ -1,9 +1,9 @@
 /**
  * absmax (symmetric) and zero-point (asymmetric) int8 quantization per tensor, row, column or block, with
  * dequantization (Dettmers et al. 2022, "LLM.int8()", section 2.1). Both run on the tensor's own backend as one
- * cached graph per shape, activations and weights alike: the same kernels (fp32 division, round half to even,
- * saturation, as ONNX specifies) give the same codes on every backend, the reference backend is the oracle, and
- * nothing is copied through the host. Only the finiteness check reads x on the host.
+ * graph per shape (memoized on the device), activations and weights alike: the same kernels (fp32 division, round
+ * half to even, saturation, as ONNX specifies) give the same codes on every backend, the reference backend is the
+ * oracle, and nothing is copied through the host. Only the finiteness check reads x on the host.
  */
 import { Graph } from '../graph/graph.ts';
 import { Tensor } from '../tensor/tensor.ts';
@@ -69,14 +69,12 @@ function validate(x: Tensor, opts: QuantizeOptions): { scheme: QuantScheme; dtyp
   return { scheme, dtype, layout: layoutFor(x.shape, opts.granularity ?? 'tensor', opts.blockSize) };
 }
 
-const graphs = new WeakMap<Device, Map<string, Graph>>();
-
+/**
+ * The device's memo of quantize and dequantize graphs. These stay per shape: a layout's 2-D view, transpose and scale
+ * shape are sizes computed from the shape, and weights, quantized once, are what they are mostly used for.
+ */
 function cached(dev: Device, key: string, build: () => Graph): Graph {
-  let m = graphs.get(dev);
-  if (!m) graphs.set(dev, (m = new Map()));
-  let g = m.get(key);
-  if (!g) m.set(key, (g = build()));
-  return g;
+  return dev.graph(dev, `quant.int8|${key}`, build);
 }
 
 /** Moves a kernel output to its own memory label (the tracker records one label per allocation). */

@@ -7,10 +7,12 @@
  * ./outlier_scan.ts for why, and for the device alternative), and the device runs the product as one graph: Gather of
  * X's outlier columns and W's outlier rows with those int32 indices, the fp16 MatMul, X's int8 quantization,
  * MatMulInteger, the rescale and the Add. The outlier set is decided on the host because it sizes the fp16 product:
- * graphs have static shapes, so the number of outlier dimensions picks the compiled graph (bitsandbytes, too, reads
- * the outlier columns back, through torch.argwhere).
+ * a graph's sizes follow from its inputs' sizes, never from their values, so the number of outlier dimensions (in
+ * power-of-two buckets) picks the graph, while the rows are symbolic (bitsandbytes, too, reads the outlier columns
+ * back, through torch.argwhere).
  */
 import { Graph } from '../graph/graph.ts';
+import { rowShape } from '../graph/row_shape.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import { DeviceError, ShapeError } from '../errors.ts';
 import { assertFinite, assertFloat, QuantizationError } from './errors.ts';
@@ -70,8 +72,10 @@ export async function quantizeLlmInt8Weight(w: Tensor, opts: { variant?: LlmInt8
   let fp16: Tensor | null = null;
   if (variant === 'paper') {
     const dev = deviceOf(w, 'quantizeLlmInt8Weight');
-    const g = new Graph('fp16 copy');
-    g.output(g.op('Cast', [g.input('w', w.dtype, w.shape)], { to: 'fp16' })[0]);
+    const g = dev.graph(dev, `fp16 copy|${w.dtype}`, () => {
+      const g = new Graph('fp16 copy');
+      return g.output(g.op('Cast', [g.input('w', w.dtype, ['k', 'n'])], { to: 'fp16' })[0]);
+    });
     fp16 = w.dtype === 'fp16' ? dev.copyFrom(w, { tag: 'weights', label: `${label}.fp16` }) : own((await dev.run(g, [w]))[0], `${label}.fp16`);
   }
   const [K, N] = w.shape;
@@ -128,8 +132,6 @@ export interface LlmInt8Parts extends LlmInt8Result {
   yOutlier: Tensor | null;
 }
 
-const graphs = new WeakMap<Tensor, Map<string, Graph>>();
-
 function check(x: Tensor, w: LlmInt8Weight, opts: LlmInt8Options): number {
   const op = 'llmInt8Matmul';
   const threshold = checkThreshold(opts.threshold ?? DEFAULT_THRESHOLD);
@@ -146,34 +148,33 @@ function check(x: Tensor, w: LlmInt8Weight, opts: LlmInt8Options): number {
   return threshold;
 }
 
+/**
+ * One graph per weight, x dtype and rank (rows symbolic), outlier bucket, bias and outputs, memoized on the device and
+ * held by the weight's codes.
+ */
 function graphFor(x: Tensor, w: LlmInt8Weight, bucket: number, bias: Tensor | null, parts: boolean): Graph {
-  let m = graphs.get(w.int8.q);
-  if (!m) graphs.set(w.int8.q, (m = new Map()));
-  const key = `${x.dtype}[${x.shape}]|${bucket}|${bias ? bias.id : '-'}|${parts}`;
-  let g = m.get(key);
-  if (g) return g;
-  g = new Graph(`LLM.int8 matmul (${w.variant})`);
-  const c = new Consts(g, deviceOf(x, 'llmInt8Matmul'));
-  const [K, N] = w.shape;
-  const lead = x.shape.slice(0, -1);
-  const M = x.numel / K;
-  const xin = g.input('x', x.dtype, x.shape);
-  const xf = x.dtype === 'fp32' ? xin : g.op('Cast', [xin], { to: 'fp32' })[0];
-  const x2 = x.shape.length === 2 ? xf : g.op('Reshape', [xf], { shape: [M, K] })[0];
-  const outliers = bucket === 0 ? null : {
-    mask: g.input('mask', 'fp32', [K]),
-    idx: g.input('idx', 'int32', [bucket]),
-    threshold: w.variant === 'bitsandbytes' ? g.input('threshold', 'fp32', []) : null,
-  };
-  const weight = { wq: g.constant(`${w.label}.q`, w.int8.q), wScale: g.constant(`${w.label}.scale`, w.int8.scale), w16: w.fp16 ? g.constant(`${w.label}.fp16`, w.fp16) : null };
-  const n = addLlmInt8Matmul(c, x2, weight, w.variant, outliers);
-  let y = n.y;
-  if (bias) y = addBias(c, y, bias.dtype === 'fp32' ? g.constant('bias', bias) : g.op('Cast', [g.constant('bias', bias)], { to: 'fp32' })[0]);
-  if (x.shape.length !== 2) y = g.op('Reshape', [y], { shape: [...lead, N] })[0];
-  if (x.dtype !== 'fp32') y = g.op('Cast', [y], { to: x.dtype })[0];
-  g.output(y, ...(parts ? [n.y8, n.acc, n.xq, n.xScale, ...(n.yOutlier ? [n.yOutlier] : [])] : []));
-  m.set(key, g);
-  return g;
+  const dev = deviceOf(x, 'llmInt8Matmul');
+  return dev.graph(w.int8.q, `${x.dtype}|${x.shape.length}|${bucket}|${bias ? bias.id : '-'}|${parts}`, () => {
+    const g = new Graph(`LLM.int8 matmul (${w.variant})`);
+    const c = new Consts(g, dev);
+    const [K, N] = w.shape;
+    const xin = g.input('x', x.dtype, rowShape(x.shape.length, K));
+    const lead = xin.shape.slice(0, -1);
+    const xf = x.dtype === 'fp32' ? xin : g.op('Cast', [xin], { to: 'fp32' })[0];
+    const x2 = x.shape.length === 2 ? xf : g.op('Reshape', [xf], { shape: [-1, K] })[0];
+    const outliers = bucket === 0 ? null : {
+      mask: g.input('mask', 'fp32', [K]),
+      idx: g.input('idx', 'int32', [bucket]),
+      threshold: w.variant === 'bitsandbytes' ? g.input('threshold', 'fp32', []) : null,
+    };
+    const weight = { wq: g.constant(`${w.label}.q`, w.int8.q), wScale: g.constant(`${w.label}.scale`, w.int8.scale), w16: w.fp16 ? g.constant(`${w.label}.fp16`, w.fp16) : null };
+    const n = addLlmInt8Matmul(c, x2, weight, w.variant, outliers);
+    let y = n.y;
+    if (bias) y = addBias(c, y, bias.dtype === 'fp32' ? g.constant('bias', bias) : g.op('Cast', [g.constant('bias', bias)], { to: 'fp32' })[0]);
+    if (x.shape.length !== 2) y = g.op('Reshape', [y], { shape: [...lead, N] })[0];
+    if (x.dtype !== 'fp32') y = g.op('Cast', [y], { to: x.dtype })[0];
+    return g.output(y, ...(parts ? [n.y8, n.acc, n.xq, n.xScale, ...(n.yOutlier ? [n.yOutlier] : [])] : []));
+  });
 }
 
 async function run(x: Tensor, w: LlmInt8Weight, opts: LlmInt8Options, parts: boolean): Promise<{ out: Tensor[]; stats: LlmInt8Stats }> {

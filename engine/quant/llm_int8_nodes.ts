@@ -14,7 +14,7 @@
  * Both zero the codes of the outlier columns, so the int8 product covers exactly the regular dimensions.
  */
 import type { Value } from '../graph/graph.ts';
-import { MIN_SCALE, addAbsmaxScale, staticShape, type Consts } from './nodes.ts';
+import { MIN_SCALE, addAbsmaxScale, type Consts } from './nodes.ts';
 import { X_ZERO_POINT } from './vectorwise.ts';
 
 export const LLM_INT8_VARIANTS = ['paper', 'bitsandbytes'] as const;
@@ -65,7 +65,6 @@ const one = (c: Consts, ...args: Parameters<Consts['g']['op']>) => c.g.op(...arg
 
 /** x: fp32 [M, K]. With outliers null, the product is plain vector-wise int8 (no outlier dimension this batch). */
 export function addLlmInt8Matmul(c: Consts, x: Value, w: LlmInt8WeightValues, variant: LlmInt8Variant, outliers: OutlierValues | null): LlmInt8Nodes {
-  const [M] = staticShape(x, 'LLM.int8 matmul');
   const N = w.wq.shape[1];
   // Outlier columns of X zeroed: their int8 codes become 0 and the int32 product runs over the regular dimensions.
   const xr = outliers ? one(c, 'Mul', [x, outliers.mask]) : x;
@@ -79,9 +78,9 @@ export function addLlmInt8Matmul(c: Consts, x: Value, w: LlmInt8WeightValues, va
     scale = addAbsmaxScale(c, xr, 1);
   }
   // uint8 codes = int8 code + 128: onnxruntime's uint8 x int8 GEMM is the fast one (see engine/quant/vectorwise.ts).
-  const xq = one(c, 'QuantizeLinear', [xr, scale, c.fill('uint8', [M], X_ZERO_POINT)], { axis: 0 });
+  const xq = one(c, 'QuantizeLinear', [xr, scale, c.fill('uint8', scale.shape, X_ZERO_POINT)], { axis: 0 });
   const acc = one(c, 'MatMulInteger', [xq, w.wq, c.fill('uint8', [], X_ZERO_POINT), null]);
-  const xScale = one(c, 'Reshape', [scale], { shape: [M, 1] });
+  const xScale = one(c, 'Reshape', [scale], { shape: [-1, 1] });
   const y8 = one(c, 'Mul', [one(c, 'Cast', [acc], { to: 'fp32' }), one(c, 'Mul', [xScale, w.wScale])]);
   if (!outliers) return { y: y8, y8, acc, xq, xScale, yOutlier: null };
 

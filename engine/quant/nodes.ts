@@ -7,8 +7,8 @@ import { Graph, type Value } from '../graph/graph.ts';
 import type { Device } from '../device/device.ts';
 import type { DType } from '../dtype/dtype.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import { DeviceError, ShapeError } from '../errors.ts';
-import { isStatic } from '../graph/dims.ts';
+import { DeviceError } from '../errors.ts';
+import type { Shape } from '../graph/dims.ts';
 import type { Layout } from './layout.ts';
 
 /**
@@ -28,8 +28,10 @@ export function deviceOf(t: Tensor, op: string): Device {
 const perDevice = new WeakMap<Device, Map<string, Tensor>>();
 
 /**
- * The constants a quantization graph needs (127, 255, -1, a zero-point base), one tensor per device and value, so a
- * graph built twice has the same signature and reuses its compiled session.
+ * The constants a quantization graph needs (127, 255, -1, a zero-point base). A scalar is one tensor per device and
+ * value, so a graph built twice has the same signature and reuses its compiled session; a constant with a shape is
+ * that scalar expanded to it at run time, so a per-row zero point follows the rows ('m' or a size) and one graph
+ * serves every batch.
  */
 export class Consts {
   private readonly values = new Map<string, Value>();
@@ -42,32 +44,34 @@ export class Consts {
     return this.fill('fp32', [], v);
   }
 
-  fill(dtype: DType, shape: readonly number[], v: number): Value {
+  fill(dtype: DType, shape: Shape, v: number): Value {
     const key = `${dtype}[${shape.join(',')}]=${v}`;
     let val = this.values.get(key);
     if (!val) {
-      let tensors = perDevice.get(this.device);
-      if (!tensors) perDevice.set(this.device, (tensors = new Map()));
-      let t = tensors.get(key);
-      if (!t || t.disposed) {
-        const n = shape.reduce((p, d) => p * d, 1);
-        t = this.device.tensor(new Array<number>(n).fill(v), shape, dtype, { tag: 'other', label: `quant.const ${key}` });
-        tensors.set(key, t);
-      }
-      val = this.g.constant(`const ${key}`, t);
+      if (shape.length === 0) val = this.scalar(dtype, v);
+      // onnxruntime 1.30's WebGPU provider takes a uint8 Expand and fails when it runs: uint8 codes are made as
+      // zeros quantized with v as their zero point (round(0 / 1) + v = v, exactly), an fp32 Expand before it.
+      else if (dtype === 'uint8') val = this.g.op('QuantizeLinear', [this.g.op('Expand', [this.f32(0)], { shape })[0], this.f32(1), this.scalar(dtype, v)])[0];
+      else val = this.g.op('Expand', [this.scalar(dtype, v)], { shape })[0];
       this.values.set(key, val);
     }
     return val;
   }
+
+  private scalar(dtype: DType, v: number): Value {
+    const key = `${dtype}[]=${v}`;
+    let tensors = perDevice.get(this.device);
+    if (!tensors) perDevice.set(this.device, (tensors = new Map()));
+    let t = tensors.get(key);
+    if (!t || t.disposed) {
+      t = this.device.tensor([v], [], dtype, { tag: 'other', label: `quant.const ${dtype}[]=${v}` });
+      tensors.set(key, t);
+    }
+    return this.g.constant(`const ${key}`, t);
+  }
 }
 
 const one = (g: Graph, ...args: Parameters<Graph['op']>) => g.op(...args)[0];
-
-/** Quantization graphs are built per shape: a per-row zero point is a constant as long as the rows. */
-export function staticShape(v: Value, what: string): readonly number[] {
-  if (!isStatic(v.shape)) throw new ShapeError(what, [v.shape], `needs sizes, not symbolic dims (${v.name})`);
-  return v.shape;
-}
 
 /** x (perm, then reshape) as the layout's 2-D view. */
 export function toView(g: Graph, x: Value, l: Layout): Value {
@@ -122,7 +126,7 @@ export function addZeroPoint(c: Consts, view: Value, reduceAxis: 0 | 1, dtype: '
   const negLo = max(one(g, 'Mul', [view, c.f32(-1)]));
   const scale = one(g, 'Clip', [one(g, 'Div', [one(g, 'Add', [hi, negLo]), c.f32(255)])], { min: MIN_SCALE });
   // QuantizeLinear itself rounds and saturates -lo / scale into the codes' range; int8 shifts it by -128.
-  const base = dtype === 'int8' ? c.fill('int8', staticShape(scale, 'a zero-point base'), -128) : null;
+  const base = dtype === 'int8' ? c.fill('int8', scale.shape, -128) : null;
   const zeroPoint = one(g, 'QuantizeLinear', [negLo, scale, base], { axis: 0, outputDtype: dtype });
   const q = one(g, 'QuantizeLinear', [view, scale, zeroPoint], { axis: 1 - reduceAxis });
   return { q, scale, zeroPoint };

@@ -5,13 +5,14 @@
  * Where it runs. 'host' (the default for a product): one pass over X's values that also makes the finiteness check
  * every quantizer makes, so it adds little to a read that happens anyway. 'device': ReduceMax(Abs(X)) as its own
  * graph, then K floats read back. Both leave the comparison with the threshold to the host, because the outlier set
- * sizes the fp16 product and graphs have static shapes. On the CPU provider a second session per product costs more
- * than the scan itself (measured at 128 x 4096: 7 ms for the int8 product alone, 15 ms with a device scan before it,
- * as onnxruntime's per-session worker threads keep spinning after a run and compete with the next session's).
+ * sizes the fp16 product and a graph's sizes follow from its inputs' sizes, not from their values. On the CPU
+ * provider a second session per product costs more than the scan itself (measured at 128 x 4096: 7 ms for the int8
+ * product alone, 15 ms with a device scan before it, as onnxruntime's per-session worker threads keep spinning after
+ * a run and compete with the next session's).
  */
 import { Graph } from '../graph/graph.ts';
+import { rowShape } from '../graph/row_shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import type { Device } from '../device/device.ts';
 import { ShapeError } from '../errors.ts';
 import { assertFloat, NonFiniteError, QuantizationError, unravel } from './errors.ts';
 import { deviceOf } from './nodes.ts';
@@ -49,22 +50,18 @@ export function scanColumnsHost(x: Tensor, op: string): Float32Array {
   return colAbsmax;
 }
 
-const scans = new WeakMap<Device, Map<string, Graph>>();
-
 /** max |x| per column on x's device: ReduceMax(Abs(x)) over every row, read back to the host. */
 export async function scanColumnsDevice(x: Tensor): Promise<Float32Array> {
   const dev = deviceOf(x, 'findOutlierDims');
-  const K = x.shape[x.shape.length - 1];
-  let m = scans.get(dev);
-  if (!m) scans.set(dev, (m = new Map()));
-  const key = `${x.dtype}[${x.shape}]`;
-  let g = m.get(key);
-  if (!g) {
-    g = new Graph('LLM.int8 outlier scan');
-    const x2 = g.op('Reshape', [g.input('x', x.dtype, x.shape)], { shape: [x.numel / K, K] })[0];
-    g.output(g.op('ReduceMax', [g.op('Abs', [x2])[0]], { axes: [0], keepdims: false })[0]);
-    m.set(key, g);
-  }
+  const r = x.shape.length;
+  const K = x.shape[r - 1];
+  // The rows symbolic: one graph per dtype, rank and width scans a batch of any size.
+  const g = dev.graph(dev, `LLM.int8 outlier scan|${x.dtype}|${r}|${K}`, () => {
+    const g = new Graph('LLM.int8 outlier scan');
+    const xin = g.input('x', x.dtype, rowShape(r, K));
+    const x2 = r === 2 ? xin : g.op('Reshape', [xin], { shape: [-1, K] })[0];
+    return g.output(g.op('ReduceMax', [g.op('Abs', [x2])[0]], { axes: [0], keepdims: false })[0]);
+  });
   const [t] = await dev.run(g, [x], { label: 'llm.int8.colAbsmax' });
   const colAbsmax = t.toFloat32();
   t.dispose();

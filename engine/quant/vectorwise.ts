@@ -2,10 +2,10 @@
  * Vector-wise int8 matmul (Dettmers et al. 2022, "LLM.int8()", section 3.1): each row of X and each column of W get
  * their own absmax scale, the int8 product accumulates exactly in int32 (MatMulInteger), and the result is scaled
  * back by the outer product of the row and column scales, (absmax_row(X) ⊗ absmax_col(W)) / 127^2. One graph per
- * shape binds W's codes and scales as constants, so onnxruntime prepacks them once.
+ * weight and rank (rows symbolic) binds W's codes and scales as constants, so onnxruntime prepacks them once.
  */
-import { staticShape } from './nodes.ts';
 import { Graph, type Value } from '../graph/graph.ts';
+import { rowShape } from '../graph/row_shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { DeviceError, ShapeError } from '../errors.ts';
 import { assertFinite, assertFloat, QuantizationError } from './errors.ts';
@@ -41,13 +41,12 @@ export interface VectorwiseNodes {
  */
 export function addVectorwiseMatmul(c: Consts, x: Value, wq: Value, wScale: Value): VectorwiseNodes {
   const g = c.g;
-  const [M] = staticShape(x, 'vectorwise int8 matmul');
   const scale = addAbsmaxScale(c, x, 1);
   // X's int8 codes shifted by 128 into uint8, and MatMulInteger subtracts the 128 again: the same integers, but
   // onnxruntime's uint8 x int8 GEMM (VNNI's vpdpbusd) is about 150x faster on the CPU than its int8 x int8 one.
-  const xq = g.op('QuantizeLinear', [x, scale, c.fill('uint8', [M], X_ZERO_POINT)], { axis: 0 })[0];
+  const xq = g.op('QuantizeLinear', [x, scale, c.fill('uint8', scale.shape, X_ZERO_POINT)], { axis: 0 })[0];
   const acc = g.op('MatMulInteger', [xq, wq, c.fill('uint8', [], X_ZERO_POINT), null])[0];
-  const xScale = g.op('Reshape', [scale], { shape: [M, 1] })[0];
+  const xScale = g.op('Reshape', [scale], { shape: [-1, 1] })[0];
   // The paper's outer product of the two scale vectors; [M, 1] x [1, N] broadcasts to [M, N].
   const outer = g.op('Mul', [xScale, wScale])[0];
   const y = g.op('Mul', [g.op('Cast', [acc], { to: 'fp32' })[0], outer])[0];
@@ -61,8 +60,6 @@ export interface VectorwiseParts {
   xq: Tensor;
   xScale: Tensor;
 }
-
-const graphs = new WeakMap<Tensor, Map<string, Graph>>();
 
 function check(x: Tensor, w: Int8Weight): void {
   const op = 'vectorwiseMatmul';
@@ -79,26 +76,22 @@ function check(x: Tensor, w: Int8Weight): void {
   assertFinite(op, x);
 }
 
+/** One graph per weight, x dtype and rank (the rows are symbolic), memoized on the device and held by the weight. */
 function graphFor(x: Tensor, w: Int8Weight, parts: boolean): Graph {
-  let m = graphs.get(w.q);
-  if (!m) graphs.set(w.q, (m = new Map()));
-  const key = `${x.dtype}[${x.shape}]|${parts}`;
-  let g = m.get(key);
-  if (g) return g;
-  g = new Graph('vectorwise int8 matmul');
-  const c = new Consts(g, deviceOf(x, 'vectorwiseMatmul'));
-  const [K, N] = w.shape;
-  const lead = x.shape.slice(0, -1);
-  const M = lead.reduce((p, d) => p * d, 1);
-  const xin = g.input('x', x.dtype, x.shape);
-  const xf = x.dtype === 'fp32' ? xin : g.op('Cast', [xin], { to: 'fp32' })[0];
-  const x2 = x.shape.length === 2 ? xf : g.op('Reshape', [xf], { shape: [M, K] })[0];
-  const n = addVectorwiseMatmul(c, x2, g.constant(`${w.label}.q`, w.q), g.constant(`${w.label}.scale`, w.scale));
-  let y = x.shape.length === 2 ? n.y : g.op('Reshape', [n.y], { shape: [...lead, N] })[0];
-  if (x.dtype !== 'fp32') y = g.op('Cast', [y], { to: x.dtype })[0];
-  g.output(y, ...(parts ? [n.acc, n.xq, n.xScale] : []));
-  m.set(key, g);
-  return g;
+  const dev = deviceOf(x, 'vectorwiseMatmul');
+  return dev.graph(w.q, `${x.dtype}|${x.shape.length}|${parts}`, () => {
+    const g = new Graph('vectorwise int8 matmul');
+    const c = new Consts(g, dev);
+    const [K, N] = w.shape;
+    const xin = g.input('x', x.dtype, rowShape(x.shape.length, K));
+    const lead = xin.shape.slice(0, -1);
+    const xf = x.dtype === 'fp32' ? xin : g.op('Cast', [xin], { to: 'fp32' })[0];
+    const x2 = x.shape.length === 2 ? xf : g.op('Reshape', [xf], { shape: [-1, K] })[0];
+    const n = addVectorwiseMatmul(c, x2, g.constant(`${w.label}.q`, w.q), g.constant(`${w.label}.scale`, w.scale));
+    let y = x.shape.length === 2 ? n.y : g.op('Reshape', [n.y], { shape: [...lead, N] })[0];
+    if (x.dtype !== 'fp32') y = g.op('Cast', [y], { to: x.dtype })[0];
+    return g.output(y, ...(parts ? [n.acc, n.xq, n.xScale] : []));
+  });
 }
 
 /**

@@ -1,11 +1,29 @@
-/** Tensor: shape, dtype, device and storage, whose exact byte size is what the device's memory tracker is told. */
+/**
+ * Tensor: shape, dtype, device, and bytes that live either in host memory or in the device's own (a GPU buffer, as
+ * PyTorch's tensor.device); their exact size is what the device's memory tracker is told.
+ */
 import { DeviceError, ServelabError } from '../errors.ts';
 import type { Allocation, MemoryTag, MemoryTracker } from '../memory/tracker.ts';
 import { byteSize, type DType } from '../dtype/dtype.ts';
-import { fp16ArrayToFp32, fp32ArrayToFp16 } from '../dtype/fp16.ts';
-import { bf16ArrayToFp32, fp32ArrayToBf16 } from '../dtype/bf16.ts';
+import { fp32ArrayToFp16 } from '../dtype/fp16.ts';
+import { fp32ArrayToBf16 } from '../dtype/bf16.ts';
+import { assertShape, numelOf, storageFor, widen, type Storage } from './storage.ts';
 
-export type Storage = Float32Array | Uint16Array | Int8Array | Uint8Array | Int32Array;
+export { assertShape, numelOf, storageFor, type Storage } from './storage.ts';
+
+/** Where a tensor's bytes are: host memory, or the device's own (only where the backend has one: webgpu). */
+export type Location = 'host' | 'device';
+
+/**
+ * Bytes in a backend's own memory, opaque outside that backend. Counted references: a run in flight holds one, so a
+ * tensor disposed while its run is pending frees its buffer only when the run ends.
+ */
+export interface DeviceBuffer {
+  readonly bytes: number;
+  retain(): void;
+  /** Drops one reference; the memory goes back with the last. */
+  release(): void;
+}
 
 /** What a tensor needs of its device: a name and a tracker. Devices themselves live in engine/device. */
 export interface DeviceRef {
@@ -13,44 +31,20 @@ export interface DeviceRef {
   readonly memory: MemoryTracker;
   /** Told when a tensor's values change or it is freed, so nothing compiled from its old values runs again. */
   tensorChanged?(id: number): void;
+  /** A device-resident tensor's values as new host storage, counted as a transfer. */
+  download?(t: Tensor): Promise<Storage>;
 }
 
-/** fp16 and bf16 are stored as their raw 16-bit patterns; int4 and nf4 as packed bytes, two codes per byte. */
-export function storageFor(dtype: DType, numel: number): Storage {
-  switch (dtype) {
-    case 'fp32':
-      return new Float32Array(numel);
-    case 'fp16':
-    case 'bf16':
-      return new Uint16Array(numel);
-    case 'int8':
-      return new Int8Array(numel);
-    case 'uint8':
-    case 'bool':
-      return new Uint8Array(numel);
-    case 'int32':
-      return new Int32Array(numel);
-    case 'int4':
-    case 'nf4':
-      return new Uint8Array(byteSize(dtype, numel));
-  }
+/** What must be given back when a tensor goes: shared with the finalizer, so it must not hold the tensor itself. */
+interface Held {
+  alloc: Allocation;
+  buffer: DeviceBuffer | null;
 }
 
-export function numelOf(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-export function assertShape(shape: readonly number[], what = 'shape'): void {
-  if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
-    throw new ServelabError(`${what} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
-  }
-}
-
-// A tensor dropped without dispose() still gives its bytes back to the tracker when the GC reclaims it.
-const finalizer = new FinalizationRegistry<{ device: DeviceRef; id: number; alloc: Allocation }>(({ device, id, alloc }) => {
-  device.memory.free(alloc);
+// A tensor dropped without dispose() still gives its bytes back (tracker and GPU buffer) when the GC reclaims it.
+const finalizer = new FinalizationRegistry<{ device: DeviceRef; id: number; held: Held }>(({ device, id, held }) => {
+  device.memory.free(held.alloc);
+  held.buffer?.release();
   device.tensorChanged?.(id);
 });
 
@@ -59,8 +53,10 @@ let nextTensorId = 1;
 export class Tensor {
   readonly id = nextTensorId++;
   readonly numel: number;
+  /** Host bytes; null for a device-resident tensor (its bytes are in held.buffer) and once disposed. */
   private storage: Storage | null;
-  private readonly alloc: Allocation;
+  private readonly held: Held;
+  private live = true;
   private ver = 0;
 
   /** Use Tensor.empty / Tensor.from / a device's factory methods; the constructor assumes the allocation is recorded. */
@@ -68,13 +64,14 @@ export class Tensor {
     readonly device: DeviceRef,
     readonly shape: readonly number[],
     readonly dtype: DType,
-    storage: Storage,
+    storage: Storage | null,
+    buffer: DeviceBuffer | null,
     alloc: Allocation,
   ) {
     this.numel = numelOf(shape);
     this.storage = storage;
-    this.alloc = alloc;
-    finalizer.register(this, { device, id: this.id, alloc }, this);
+    this.held = { alloc, buffer };
+    finalizer.register(this, { device, id: this.id, held: this.held }, this);
   }
 
   /** Records the allocation first: if the budget refuses it, no memory is touched. */
@@ -83,7 +80,7 @@ export class Tensor {
     const numel = numelOf(shape);
     const alloc = device.memory.allocate(byteSize(dtype, numel), tag, label);
     try {
-      return new Tensor(device, [...shape], dtype, storageFor(dtype, numel), alloc);
+      return new Tensor(device, [...shape], dtype, storageFor(dtype, numel), null, alloc);
     } catch (e) {
       device.memory.free(alloc);
       throw e;
@@ -105,7 +102,24 @@ export class Tensor {
       );
     }
     const alloc = device.memory.allocate(expected, tag, label);
-    return new Tensor(device, [...shape], dtype, storage, alloc);
+    return new Tensor(device, [...shape], dtype, storage, null, alloc);
+  }
+
+  /**
+   * Wraps a buffer in the device's own memory (a run's output kept there, an upload), counted at the buffer's size:
+   * what it really takes there (bf16 travels and stays as fp32 on onnxruntime). Takes over the caller's reference;
+   * if the budget refuses the bytes, the buffer is released and nothing is recorded.
+   */
+  static resident(device: DeviceRef, shape: readonly number[], dtype: DType, buffer: DeviceBuffer, tag: MemoryTag = 'activations', label = ''): Tensor {
+    let alloc: Allocation;
+    try {
+      assertShape(shape);
+      alloc = device.memory.allocate(buffer.bytes, tag, label);
+    } catch (e) {
+      buffer.release();
+      throw e;
+    }
+    return new Tensor(device, [...shape], dtype, null, buffer, alloc);
   }
 
   /**
@@ -128,17 +142,26 @@ export class Tensor {
     return t;
   }
 
+  /** Bytes the tensor takes where it lives: exact for its dtype on the host; as the backend holds it on a device. */
   get bytes(): number {
-    return this.alloc.bytes;
+    return this.held.alloc.bytes;
   }
   get tag(): MemoryTag {
-    return this.alloc.tag;
+    return this.held.alloc.tag;
   }
   get label(): string {
-    return this.alloc.label;
+    return this.held.alloc.label;
   }
   get disposed(): boolean {
-    return this.storage === null;
+    return !this.live;
+  }
+  get location(): Location {
+    return this.held.buffer ? 'device' : 'host';
+  }
+  /** The device buffer a backend runs on; null for a host tensor. Throws once disposed. */
+  get deviceBuffer(): DeviceBuffer | null {
+    this.assertLive();
+    return this.held.buffer;
   }
 
   /**
@@ -151,43 +174,63 @@ export class Tensor {
 
   /** Records an in-place change made through `data`: bumps the version and drops sessions built from the old values. */
   touch(): this {
-    this.data;
+    this.assertLive();
     this.ver++;
     this.device.tensorChanged?.(this.id);
     return this;
   }
 
-  /** The raw storage (fp16/bf16 as bit patterns). Throws once disposed, so a freed tensor is never read. */
+  /**
+   * The raw host storage (fp16/bf16 as bit patterns). Throws once disposed, so a freed tensor is never read, and for a
+   * device-resident tensor, whose bytes can only come back asynchronously.
+   */
   get data(): Storage {
-    if (this.storage === null) throw new DeviceError(`tensor #${this.id} ${this.describe()} was disposed`);
+    this.assertLive();
+    if (this.storage === null) {
+      throw new DeviceError(`tensor #${this.id} ${this.describe()} is in device memory: await t.read() or t.values() to bring its bytes to the host, or await t.toHost()`);
+    }
     return this.storage;
   }
 
   describe(): string {
-    return `${this.dtype}[${this.shape.join(', ')}] on ${this.device.name}`;
+    return `${this.dtype}[${this.shape.join(', ')}] on ${this.device.name}${this.held.buffer ? ' (device memory)' : ''}`;
   }
 
   retag(tag: MemoryTag): this {
-    this.device.memory.retag(this.alloc, tag);
+    this.device.memory.retag(this.held.alloc, tag);
     return this;
   }
 
-  /** Values widened to fp32 (fp16/bf16 decoded exactly); integer dtypes as their values. Packed dtypes: use unpack4. */
+  /**
+   * A copy of the raw storage on the host, whichever the location; the tensor is unchanged. For a device tensor this
+   * is a transfer, counted in the device's deviceToHostBytes.
+   */
+  async read(): Promise<Storage> {
+    this.assertLive();
+    if (this.storage) return this.storage.slice();
+    if (!this.device.download) throw new DeviceError(`tensor #${this.id} ${this.describe()}: its device cannot read device memory back`);
+    return this.device.download(this);
+  }
+
+  /** Like toFloat32, from either location. */
+  async values(): Promise<Float32Array> {
+    return widen(this.dtype, this.storage ?? (await this.read()));
+  }
+
+  /**
+   * A new host tensor with the same values, tag and label (a copy even when this one is on the host already, so that
+   * disposing either never affects the other). This tensor stays as it was.
+   */
+  async toHost(): Promise<Tensor> {
+    return Tensor.adopt(this.device, this.shape, this.dtype, await this.read(), this.tag, this.label);
+  }
+
+  /**
+   * Values widened to fp32 (fp16/bf16 decoded exactly); integer dtypes as their values. Packed dtypes: use unpack4.
+   * Host tensors only; `await values()` works from either location.
+   */
   toFloat32(): Float32Array {
-    const d = this.data;
-    switch (this.dtype) {
-      case 'fp32':
-        return (d as Float32Array).slice();
-      case 'fp16':
-        return fp16ArrayToFp32(d as Uint16Array);
-      case 'bf16':
-        return bf16ArrayToFp32(d as Uint16Array);
-      case 'int4':
-      case 'nf4':
-        throw new ServelabError(`toFloat32 of packed ${this.dtype}: unpack its codes and apply its scales instead`);
-      default:
-        return Float32Array.from(d as ArrayLike<number>);
-    }
+    return widen(this.dtype, this.data);
   }
 
   toArray(): number[] {
@@ -199,6 +242,10 @@ export class Tensor {
    * nothing) and bumps the version.
    */
   write(values: ArrayLike<number>): this {
+    this.assertLive();
+    if (this.held.buffer) {
+      throw new DeviceError(`write: tensor #${this.id} ${this.describe()} is in device memory; write a host tensor and assign its device copy (await device.toDevice(t))`);
+    }
     if (values.length !== this.numel) {
       throw new ServelabError(`write: ${values.length} values for tensor #${this.id} ${this.describe()} (${this.numel} elements)`);
     }
@@ -207,17 +254,24 @@ export class Tensor {
   }
 
   /**
-   * Takes src's storage as this tensor's new values without copying (an optimizer step's result becomes the
-   * parameter) and disposes src. Same device, dtype and shape required.
+   * Takes src's bytes as this tensor's new values without copying (an optimizer step's result becomes the
+   * parameter), in src's location, and disposes src. Same device, dtype and shape required.
    */
   assign(src: Tensor): this {
     if (src === this) return this;
+    this.assertLive();
+    src.assertLive();
     if (src.device !== this.device || src.dtype !== this.dtype || src.shape.join() !== this.shape.join()) {
       throw new ServelabError(`assign: tensor #${src.id} ${src.describe()} cannot replace #${this.id} ${this.describe()}`);
     }
-    const mine = this.data;
-    this.storage = src.data;
-    src.storage = mine;
+    [this.storage, src.storage] = [src.storage, this.storage];
+    [this.held.buffer, src.held.buffer] = [src.held.buffer, this.held.buffer];
+    if (src.bytes !== this.bytes) {
+      // A location change can change the size (bf16 is held as fp32 on the GPU): the tracker follows the bytes.
+      const { tag, label } = this.held.alloc;
+      this.device.memory.free(this.held.alloc);
+      this.held.alloc = this.device.memory.allocate(src.bytes, tag, label, { evenOverBudget: true });
+    }
     src.dispose();
     return this.touch();
   }
@@ -244,13 +298,21 @@ export class Tensor {
     }
   }
 
-  /** Gives the bytes back to the device's tracker. Idempotent. */
+  /** Gives the bytes back to the device's tracker, and a device buffer to its backend. Idempotent. */
   dispose(): void {
-    if (this.storage === null) return;
+    if (!this.live) return;
+    this.live = false;
     this.storage = null;
     finalizer.unregister(this);
-    this.device.memory.free(this.alloc);
+    this.device.memory.free(this.held.alloc);
+    const b = this.held.buffer;
+    this.held.buffer = null;
+    b?.release();
     this.device.tensorChanged?.(this.id);
+  }
+
+  private assertLive(): void {
+    if (!this.live) throw new DeviceError(`tensor #${this.id} ${this.describe()} was disposed`);
   }
 
   [Symbol.dispose](): void {

@@ -3,7 +3,7 @@ import { fp32ArrayToFp16 } from '../../dtype/fp16.ts';
 import { bf16ArrayToFp32 } from '../../dtype/bf16.ts';
 import { fp16ArrayToFp32 } from '../../dtype/fp16.ts';
 import type { DType } from '../../dtype/dtype.ts';
-import { canonDim, isStatic, type Dim, type Shape } from '../../graph/dims.ts';
+import { canonDim, dimTerms, isStatic, type Dim, type Shape } from '../../graph/dims.ts';
 import type { Storage, Tensor } from '../../tensor/tensor.ts';
 import { AttrType, OnnxType, type OnnxAttribute, type OnnxNode, type OnnxTensor } from './proto.ts';
 
@@ -116,20 +116,29 @@ export class Emitter {
     return this.init(type, dims, new Uint8Array(dims.reduce((p, d) => p * d, 1)));
   }
 
-  /** int64 [1]: a dim's size in this run, read from the input that carries its symbols (Shape with start/end). */
+  /**
+   * int64 [1]: a dim's size in this run. Each symbol is read once from the input that carries it (Shape with
+   * start/end); a product multiplies them, a sum ('past+seq-1') adds and subtracts its terms.
+   */
   dim(d: Dim): string {
     const key = String(canonDim(d));
     let out = this.dims.get(key);
     if (out) return out;
-    if (typeof d === 'number' || /^\d+$/.test(key)) out = this.int64([Number(key)]);
-    else {
-      const parts = key.split('*').map((p) => {
-        if (/^\d+$/.test(p)) return this.int64([Number(p)]);
-        const src = this.symbolSource.get(p);
-        if (!src) throw new Error(`symbol '${p}' is carried by no graph input`);
-        return this.node('Shape', [src[0]], [attr('start', src[1]), attr('end', src[1] + 1)]);
-      });
-      out = parts.reduce((acc, p) => this.node('Mul', [acc, p]));
+    const terms = dimTerms(key);
+    if (terms.every((t) => t.syms.length === 0)) out = this.int64([Number(key)]);
+    else if (terms.length === 1 && terms[0].coef === 1 && terms[0].syms.length === 1) {
+      const src = this.symbolSource.get(key);
+      if (!src) throw new Error(`symbol '${key}' is carried by no graph input`);
+      out = this.node('Shape', [src[0]], [attr('start', src[1]), attr('end', src[1] + 1)]);
+    } else {
+      let acc = '';
+      for (const t of terms) {
+        const factors = t.syms.map((s) => this.dim(s));
+        if (Math.abs(t.coef) !== 1 || factors.length === 0) factors.push(this.int64([Math.abs(t.coef)]));
+        const v = factors.reduce((p, q) => this.node('Mul', [p, q]));
+        acc = acc === '' ? (t.coef < 0 ? this.node('Neg', [v]) : v) : this.node(t.coef < 0 ? 'Sub' : 'Add', [acc, v]);
+      }
+      out = acc;
     }
     this.dims.set(key, out);
     return out;

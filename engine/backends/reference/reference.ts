@@ -55,6 +55,8 @@ export function encode(dtype: DType, v: ArrayLike<number>): Storage {
 export class ReferenceBackend implements Backend {
   readonly name = 'reference' as const;
   readonly measuresHostMemory = false;
+  /** Kernels read and write host memory: every tensor here is a host tensor. */
+  readonly deviceMemory = null;
 
   /** Nothing is compiled: the graph is interpreted and its constants read where they are. */
   estimateBytes(): number {

@@ -76,7 +76,7 @@ describe('vector-wise weights', () => {
     expect(dev.memory.liveByTag().weights - before).toBe(64 * 16 + 64);
   });
 
-  it('bind as graph constants: one compiled session per weight and shape, reused by later calls', async () => {
+  it('bind as graph constants: one compiled session per weight, reused by later calls at every batch size', async () => {
     const dev = await device('cpu');
     const backend = { get sessionCount() { return dev.stats().sessions; } };
     const wq = await quantizeWeightVectorwise(dev.tensor(Array.from({ length: 32 * 8 }, (_, i) => Math.cos(i)), [32, 8], 'fp32', { tag: 'weights' }));
@@ -85,7 +85,10 @@ describe('vector-wise weights', () => {
     const n = backend.sessionCount;
     await vectorwiseMatmul(x(1), wq);
     expect(backend.sessionCount).toBe(n);
+    // The rows are a symbolic dim: another batch size runs the same session; another rank is another graph.
     await vectorwiseMatmul(x(3), wq);
+    expect(backend.sessionCount).toBe(n);
+    await vectorwiseMatmul(dev.tensor(Array.from({ length: 2 * 3 * 32 }, (_, i) => Math.sin(i)), [2, 3, 32]), wq);
     expect(backend.sessionCount).toBe(n + 1);
   });
 
