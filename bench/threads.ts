@@ -119,8 +119,8 @@ export async function benchThreads(opts: { quick?: boolean } = {}): Promise<Thre
   const quick = opts.quick ?? false;
   const t0 = performance.now();
   const works: ['gemv' | 'gemm', number[], number][] = [
-    ['gemv', [1, 2048, 2048], quick ? 20 : 100],
-    ['gemm', [512, 512, 512], quick ? 5 : 20],
+    ['gemv', [1, 2048, 2048], quick ? 10 : 100],
+    ['gemm', [512, 512, 512], quick ? 3 : 20],
   ];
   log(`  threads: onnxruntime intra-op threads and spinning, one graph alone and two alternated ...`);
   const rows: ThreadRow[] = [];

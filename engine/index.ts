@@ -2,7 +2,7 @@
 export * from './dtype/index.ts';
 export * from './errors.ts';
 export { MemoryTracker, MEMORY_TAGS, type MemoryTag, type MemorySnapshot, type BytesByTag, type Allocation } from './memory/tracker.ts';
-export { Tensor, type Storage } from './tensor/tensor.ts';
+export { Tensor, type Storage, type Location, type DeviceBuffer } from './tensor/tensor.ts';
 export { Graph, type Value, type Node } from './graph/graph.ts';
 export { OPS, type OpName, type Attrs } from './graph/ops.ts';
 export { Device, type TensorOptions } from './device/device.ts';
@@ -17,4 +17,8 @@ export * from './quant/index.ts';
 export * from './nn/index.ts';
 export { backward, GradientError, type BackwardGraph, type BackwardOptions } from './autograd/backward.ts';
 export type { Dim, Shape } from './graph/dims.ts';
-export type { DeviceStats, DeviceOptions } from './device/device.ts';
+export type { DeviceStats, DeviceOptions, RunOptions } from './device/device.ts';
+export { rotaryTables, rotaryInvFreq } from './graph/ops_model.ts';
+export { gradCheck, type CheckInput, type GradCheckOptions, type GradCheckResult, type ElementCheck, type Build } from './autograd/gradcheck.ts';
+export { AdamW, type AdamWOptions } from './train/adamw.ts';
+export { runBackward, trainStep, type Gradients } from './train/step.ts';

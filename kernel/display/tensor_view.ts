@@ -63,6 +63,11 @@ export function tensorBundle(t: Tensor): MimeBundle {
     const text = `Tensor ${t.dtype}[${t.shape.join(', ')}] on ${t.device.name} (disposed)`;
     return { 'text/plain': text, 'text/html': `<code>${escapeHtml(text)}</code>` };
   }
+  // Showing a device-resident tensor's values would be a transfer the cell did not ask for (and one that is counted).
+  if (t.location === 'device') {
+    const text = `${header(t)}\nin device memory: await t.values() to read it back`;
+    return { 'text/plain': text, 'text/html': `<div class="servelab-tensor" style="font-family:monospace">${escapeHtml(text).replace('\n', '<br>')}</div>` };
+  }
   const what = t.dtype === 'nf4' || t.dtype === 'int4' ? 'codes' : 'values';
   const first = readValues(t, 0, TEXT_VALUES).map((v) => formatNumber(v, 5));
   const shown = t.numel <= TEXT_VALUES ? `${what}: [${first.join(', ')}]` : `first ${TEXT_VALUES} of ${groupDigits(t.numel)} ${what}: [${first.join(', ')}, ...]`;

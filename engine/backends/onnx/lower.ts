@@ -17,7 +17,7 @@ function feedType(d: DType, opts: LowerOptions): number {
 const isEmulated = (d: DType, opts: LowerOptions) => d === 'bf16' || (d === 'fp16' && !opts.nativeFp16);
 const roundType = (d: DType) => (d === 'fp16' ? OnnxType.FLOAT16 : OnnxType.BFLOAT16);
 // Data movement, and ops whose results are already representable in their input's dtype: no rounding needed.
-const EXACT_OPS = new Set(['Gather', 'Reshape', 'Transpose', 'Abs', 'ReduceMax', 'Round', 'Slice', 'Concat', 'Expand', 'Where', 'Neg', 'ScatterND', 'TopK']);
+const EXACT_OPS = new Set(['Gather', 'Reshape', 'Transpose', 'Abs', 'ReduceMax', 'Round', 'Slice', 'Concat', 'Expand', 'Where', 'Neg', 'TopK', 'GatherND', 'Split']);
 
 export interface Lowered {
   bytes: Uint8Array;

@@ -76,7 +76,7 @@ export const ONNX_LOWERINGS = {
     return [e.node(n.op, trimOptional(ins), axis === null ? [] : [attr('axis', axis)])];
   },
   Constant: (e, n) => {
-    const dt = n.attrs.dtype as DType;
+    const dt = (n.attrs.dtype ?? 'fp32') as DType;
     const shape = (n.attrs.shape ?? []) as number[];
     const count = shape.reduce((p, d) => p * d, 1);
     if (dt === 'int32') return [e.int32s(new Int32Array(count).fill(n.attrs.value as number), shape)];
