@@ -4,13 +4,12 @@
  * session against one compiled for the exact shape, the memory tracker against the process's growth, the bytes that
  * cross between host and GPU per step on WebGPU, and the 4-bit decode GEMV through a shape-polymorphic Linear.
  */
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-import { createDevice, Graph, Linear, matmul, softmax, webgpuUnavailable, type Device, type LinearFormat, type Tensor } from '../engine/index.ts';
+import { createDevice, Graph, Linear, matmul, softmax, webgpuUnavailable, type LinearFormat, type Tensor } from '../engine/index.ts';
 import { lowerGraph } from '../engine/backends/onnx/lower.ts';
 import { decodeModel } from '../engine/backends/onnx/proto.ts';
 import { makeBlock } from './block.ts';
-import { rng } from './random.ts';
+import { memoryInFreshProcess, type MemoryCheck } from './memory.ts';
+import { randomTensor } from './random.ts';
 import { ratioOf } from './stats.ts';
 
 export interface SessionSweep {
@@ -36,25 +35,34 @@ export interface StepTimeRow {
   /** polyMs / exactMs: the median over interleaved rounds of each round's ratio. */
   ratio: number;
   /**
-   * ONNX nodes each graph lowers to: a symbolic one also reads the run's sizes (Shape, Concat) for its reshapes and
-   * builds the causal mask at run time, at about a microsecond per node.
+   * ONNX nodes each graph lowers to: a symbolic one also reads the run's sizes (Shape, Concat) for its reshapes,
+   * expands the int8 zero point and builds the causal mask at run time, each node a kernel call per step.
    */
   onnxNodes: { symbolic: number; exact: number };
 }
 
-export interface MemoryCheck {
-  /** Growth of the device tracker's live bytes over the workload (tensors and compiled sessions). */
-  trackerBytes: number;
-  /** Growth of the process's resident set over the same workload, after garbage collection. */
-  rssBytes: number;
-  /** trackerBytes / rssBytes. */
-  ratio: number;
-  byTag: Record<string, number>;
-  steps: number;
+/** Bytes crossing per step, as the device counts them (dev.stats()). */
+export interface Crossing {
+  hostToDeviceBytes: number;
+  deviceToHostBytes: number;
 }
 
 export type Transfer =
-  | { device: string; batch: number; seq: number; steps: number; hostToDeviceBytes: number; deviceToHostBytes: number; feedBytes: number; outputBytes: number }
+  | {
+      device: string;
+      batch: number;
+      seq: number;
+      steps: number;
+      /** x's bytes, and the step output's, as tensors. */
+      feedBytes: number;
+      outputBytes: number;
+      /** Per step, x fed from the host and the output fetched. */
+      host: Crossing;
+      /** Per step, each output kept on the GPU and fed to the next step (keep: 'device'), as stacked layers chain. */
+      resident: Crossing;
+      /** The resident chain's one upload of x and one read of its last output. */
+      residentOnce: Crossing;
+    }
   | { device: 'webgpu'; unavailable: string };
 
 export interface Gemv4 {
@@ -84,14 +92,6 @@ export interface EngineBench {
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const H_SWEEP = 64;
-
-/** Uniform in [-1, 1), seeded; filled in place, as the weights here run to 16M values. */
-function randomTensor(dev: Device, shape: number[], seed: number): Tensor {
-  const r = rng(seed);
-  const v = new Float32Array(shape.reduce((p, d) => p * d, 1));
-  for (let i = 0; i < v.length; i++) v[i] = 2 * r() - 1;
-  return dev.tensor(v, shape);
-}
 
 async function sessionSweep(kind: string, quick: boolean): Promise<SessionSweep> {
   const dev = await createDevice(kind);
@@ -160,66 +160,10 @@ async function stepTime(kind: string, quick: boolean): Promise<EngineBench['step
   }
 }
 
-let gcFn: (() => void) | null = null;
-/** A full garbage collection, so freed tensors leave the resident set before it is read. */
-function collectGarbage(): void {
-  if (!gcFn) {
-    setFlagsFromString('--expose-gc');
-    gcFn = runInNewContext('gc') as () => void;
-  }
-  gcFn();
-  gcFn();
-}
-
 /**
- * Layers of several formats, a decoder block, and forwards at several shapes, every layer kept: the tracker's growth
- * (tensors plus the sessions' measured bytes) against the resident set's.
+ * Bytes fed to and fetched from the GPU per step of a decoder block, as the device counts them: with every tensor on
+ * the host, and with the residual stream kept on the GPU from step to step.
  */
-async function memoryVsRss(kind: string, quick: boolean): Promise<MemoryCheck | null> {
-  const dev = await createDevice(kind);
-  try {
-    if (!dev.backend.measuresHostMemory) return null;
-    const S = quick ? 1024 : 2048;
-    collectGarbage();
-    const rss0 = process.memoryUsage.rss();
-    const live0 = dev.memory.live;
-    const keep: { dispose(): void }[] = [];
-    let steps = 0;
-    for (const format of ['fp32', 'fp16', 'int8', 'int4'] as const) {
-      const src = randomTensor(dev, [S, S], 11);
-      const lin = await Linear.fromWeights(dev, src, { format, label: `memory.${format}` });
-      src.dispose();
-      keep.push(lin);
-      for (const shape of quick ? [[1, S], [32, S], [2, 16, S]] : [[1, S], [16, S], [128, S], [4, 64, S]]) {
-        const x = randomTensor(dev, shape, steps);
-        const xs = format === 'fp16' ? dev.tensor(x.toFloat32(), shape, 'fp16') : x;
-        (await lin.forward(xs)).dispose();
-        if (xs !== x) xs.dispose();
-        x.dispose();
-        steps++;
-      }
-    }
-    const H = quick ? 256 : 512;
-    const block = await makeBlock(dev, { hidden: H, heads: 8, mlp: ['int8', 'int4'] });
-    keep.push(block);
-    const g = block.build('batch', 'seq');
-    for (const [b, s] of [[1, 1], [4, 64]]) {
-      const x = randomTensor(dev, [b, s, H], steps++);
-      (await dev.run(g, [x]))[0].dispose();
-      x.dispose();
-    }
-    collectGarbage();
-    const trackerBytes = dev.memory.live - live0;
-    const rssBytes = process.memoryUsage.rss() - rss0;
-    const byTag = { ...dev.memory.liveByTag() } as Record<string, number>;
-    for (const k of keep) k.dispose();
-    return { trackerBytes, rssBytes, ratio: trackerBytes / rssBytes, byTag, steps };
-  } finally {
-    await dev.dispose();
-  }
-}
-
-/** Bytes fed to and fetched from the GPU per step of a decoder block, as the device counts them. */
 async function transfer(): Promise<Transfer> {
   const why = await webgpuUnavailable();
   if (why !== null) return { device: 'webgpu', unavailable: why };
@@ -229,22 +173,35 @@ async function transfer(): Promise<Transfer> {
     const g = block.build('batch', 'seq');
     const [batch, seq, steps] = [2, 8, 3];
     const x = randomTensor(dev, [batch, seq, H_SWEEP], 3);
+    const crossed = (a: Crossing, b: Crossing, n: number): Crossing => ({
+      hostToDeviceBytes: (b.hostToDeviceBytes - a.hostToDeviceBytes) / n,
+      deviceToHostBytes: (b.deviceToHostBytes - a.deviceToHostBytes) / n,
+    });
     (await dev.run(g, [x]))[0].dispose();
-    const before = dev.stats();
+    (await dev.run(g, [x], { keep: 'device' }))[0].dispose();
+    let s0 = dev.stats();
     let outputBytes = 0;
     for (let i = 0; i < steps; i++) {
       const [y] = await dev.run(g, [x]);
       outputBytes = y.bytes;
       y.dispose();
     }
-    const after = dev.stats();
-    return {
-      device: dev.name, batch, seq, steps,
-      hostToDeviceBytes: (after.hostToDeviceBytes - before.hostToDeviceBytes) / steps,
-      deviceToHostBytes: (after.deviceToHostBytes - before.deviceToHostBytes) / steps,
-      feedBytes: x.bytes,
-      outputBytes,
-    };
+    const host = crossed(s0, dev.stats(), steps);
+    s0 = dev.stats();
+    let h = await dev.toDevice(x);
+    const s1 = dev.stats();
+    for (let i = 0; i < steps; i++) {
+      const [next] = await dev.run(g, [h], { keep: 'device' });
+      h.dispose();
+      h = next;
+    }
+    const s2 = dev.stats();
+    await h.read();
+    h.dispose();
+    const resident = crossed(s1, s2, steps);
+    const once = crossed(s0, dev.stats(), 1);
+    const residentOnce = { hostToDeviceBytes: once.hostToDeviceBytes - resident.hostToDeviceBytes * steps, deviceToHostBytes: once.deviceToHostBytes - resident.deviceToHostBytes * steps };
+    return { device: dev.name, batch, seq, steps, feedBytes: x.bytes, outputBytes, host, resident, residentOnce };
   } finally {
     await dev.dispose();
   }
@@ -289,17 +246,17 @@ async function gemv4(kind: string, quick: boolean): Promise<Gemv4> {
 export async function benchEngine(kind: string, opts: { quick?: boolean } = {}): Promise<EngineBench> {
   const quick = opts.quick ?? false;
   const t0 = performance.now();
-  log('  engine: sessions over a batch x sequence sweep ...');
-  const sessions = await sessionSweep(kind, quick);
-  log(`    ${sessions.total} sessions for ${sessions.structures.length} graph structures x ${sessions.shapes} shapes`);
-  log('  engine: shape-polymorphic step against exact-shape sessions ...');
-  const steps = await stepTime(kind, quick);
-  log('  engine: tracker against the process\'s memory growth ...');
-  const memory = await memoryVsRss(kind, quick);
-  log('  engine: bytes between host and GPU per step (webgpu) ...');
-  const moved = await transfer();
-  log('  engine: 4-bit decode GEMV through Linear ...');
-  const gemv = await gemv4(kind, quick);
+  const timed = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    const t = performance.now();
+    const r = await fn();
+    log(`  engine: ${what} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+    return r;
+  };
+  const sessions = await timed('sessions over a batch x sequence sweep', () => sessionSweep(kind, quick));
+  const steps = await timed('shape-polymorphic step against exact-shape sessions', () => stepTime(kind, quick));
+  const memory = await timed('tracker against the memory growth of a fresh process', () => memoryInFreshProcess(kind, quick));
+  const moved = await timed('bytes between host and GPU per step (webgpu)', () => transfer());
+  const gemv = await timed('4-bit decode GEMV through Linear', () => gemv4(kind, quick));
   return { sessions, stepTime: steps, memory, transfer: moved, gemv4: gemv, seconds: (performance.now() - t0) / 1000 };
 }
 
@@ -320,7 +277,8 @@ export function printEngine(e: EngineBench): string[] {
   const t = e.transfer;
   out.push('unavailable' in t
     ? `engine: webgpu transfers not measured: ${t.unavailable}`
-    : `engine: webgpu per step (${t.batch} x ${t.seq}): host->device ${t.hostToDeviceBytes} B, device->host ${t.deviceToHostBytes} B (feed ${t.feedBytes} B, output ${t.outputBytes} B)`);
+    : `engine: webgpu bytes per step (${t.batch} x ${t.seq}; x ${t.feedBytes} B, output ${t.outputBytes} B): on the host ${t.host.hostToDeviceBytes} B up, ${t.host.deviceToHostBytes} B down; ` +
+      `kept on the GPU ${t.resident.hostToDeviceBytes} B up, ${t.resident.deviceToHostBytes} B down (once: ${t.residentOnce.hostToDeviceBytes} B up, ${t.residentOnce.deviceToHostBytes} B down)`);
   const g = e.gemv4;
   out.push(`engine: decode GEMV 1x${g.k}x${g.n} through Linear: fp32 ${g.fp32Ms.toFixed(3)} ms, int4 ${g.int4Ms.toFixed(3)} ms (${g.speedup.toFixed(2)}x; exact-shape int4 ${g.int4ExactMs.toFixed(3)} ms, ratio ${g.polyRatio.toFixed(3)}); ${g.sessionsPerLayer} session per layer for m = 1..4`);
   return out;

@@ -1,4 +1,5 @@
-/** Seeded random numbers for tests (mulberry32), so a failing case reproduces. */
+/** Seeded random numbers for tests and benchmarks (mulberry32), so a failing case reproduces. */
+import type { Device, Tensor } from '../engine/index.ts';
 export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -16,4 +17,12 @@ export function uniform(r: () => number, n: number, lo = -1, hi = 1): number[] {
 
 export function ints(r: () => number, n: number, lo: number, hi: number): number[] {
   return Array.from({ length: n }, () => lo + Math.floor(r() * (hi - lo + 1)));
+}
+
+/** An fp32 tensor uniform in [-1, 1), seeded; filled in place, as benchmark weights run to 16M values. */
+export function randomTensor(dev: Device, shape: number[], seed: number): Tensor {
+  const r = rng(seed);
+  const v = new Float32Array(shape.reduce((p, d) => p * d, 1));
+  for (let i = 0; i < v.length; i++) v[i] = 2 * r() - 1;
+  return dev.tensor(v, shape);
 }

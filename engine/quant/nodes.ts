@@ -51,8 +51,8 @@ export class Consts {
       if (shape.length === 0) val = this.scalar(dtype, v);
       // onnxruntime 1.30's WebGPU provider takes a uint8 Expand and fails when it runs: uint8 codes are made as
       // zeros quantized with v as their zero point (round(0 / 1) + v = v, exactly), an fp32 Expand before it.
-      else if (dtype === 'uint8') val = this.g.op('QuantizeLinear', [this.g.op('Expand', [this.f32(0)], { shape })[0], this.f32(1), this.scalar(dtype, v)])[0];
-      else val = this.g.op('Expand', [this.scalar(dtype, v)], { shape })[0];
+      else if (dtype === 'uint8') val = this.g.op('QuantizeLinear', [this.g.op('Expand', [this.f32(0)], { shape })[0], this.f32(1), this.fill(dtype, [], v)])[0];
+      else val = this.g.op('Expand', [this.fill(dtype, [], v)], { shape })[0];
       this.values.set(key, val);
     }
     return val;

@@ -77,7 +77,8 @@ describe('servelab bench', () => {
     expect(e.memory).not.toBeNull();
     expect(e.memory!.trackerBytes).toBeGreaterThan(4 * 1024 * 1024);
     expect(e.memory!.ratio).toBeCloseTo(e.memory!.trackerBytes / e.memory!.rssBytes, 12);
-    expect('unavailable' in e.transfer || e.transfer.hostToDeviceBytes >= e.transfer.feedBytes).toBe(true);
+    // Without an adapter the webgpu row says why; with one, a host step moves x up and the output down.
+    if (!('unavailable' in e.transfer)) expect([e.transfer.host.hostToDeviceBytes, e.transfer.host.deviceToHostBytes]).toEqual([e.transfer.feedBytes, e.transfer.outputBytes]);
     expect([e.gemv4.k, e.gemv4.sessionsPerLayer]).toEqual([4096, 1]);
     for (const name of ['shape-polymorphic step within 10% of an exact-shape session', 'tracker total within 10% of the process memory growth (cpu)']) {
       expect(rep.targets.map((t) => t.name)).toContain(name);

@@ -1,0 +1,108 @@
+/**
+ * The memory tracker against the process's resident set: layers of several formats and a decoder block, run at
+ * several shapes and all kept, then the tracker's growth (tensors, and compiled sessions as the compile cache counts
+ * them) is set against the resident set's growth. Run in a fresh process: one that has freed memory before reuses it
+ * without growing, which would hide real allocations.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { createDevice, Graph, Linear } from '../engine/index.ts';
+import { makeBlock } from './block.ts';
+import { randomTensor } from './random.ts';
+
+export interface MemoryCheck {
+  /** Growth of the device tracker's live bytes over the workload (tensors and compiled sessions). */
+  trackerBytes: number;
+  /** Growth of the process's resident set over the same workload, after garbage collection. */
+  rssBytes: number;
+  /** trackerBytes / rssBytes. */
+  ratio: number;
+  /** The tracker's live bytes by tag at the end. */
+  byTag: Record<string, number>;
+  steps: number;
+}
+
+/** A full garbage collection, so that freed tensors and the sessions' transient buffers leave the resident set. */
+function collectGarbage(): void {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  gc();
+  gc();
+}
+
+/** The workload, in this process; null where sessions do not live in host memory (webgpu, reference). */
+export async function memoryVsRss(kind: string, quick: boolean): Promise<MemoryCheck | null> {
+  const dev = await createDevice(kind);
+  try {
+    if (!dev.backend.measuresHostMemory) return null;
+    // onnxruntime's one-time start (about 25 MB) comes before the baseline: no device counts it.
+    const warm = new Graph('start');
+    warm.output(warm.op('Add', [warm.input('x', 'fp32', [1]), warm.input('y', 'fp32', [1])])[0]);
+    await dev.run(warm, [dev.tensor([1], [1]), dev.tensor([2], [1])]);
+    collectGarbage();
+    const rss0 = process.memoryUsage.rss();
+    const live0 = dev.memory.live;
+    const S = quick ? 1024 : 2048;
+    const keep: { dispose(): void }[] = [];
+    let steps = 0;
+    for (const format of ['fp32', 'fp16', 'int8', 'int4'] as const) {
+      const src = randomTensor(dev, [S, S], 11);
+      const lin = await Linear.fromWeights(dev, src, { format, label: `memory.${format}` });
+      src.dispose();
+      keep.push(lin);
+      for (const shape of quick ? [[1, S], [32, S], [2, 16, S]] : [[1, S], [16, S], [128, S], [4, 64, S]]) {
+        const x = randomTensor(dev, shape, steps++);
+        const xs = format === 'fp16' ? dev.tensor(x.toFloat32(), shape, 'fp16') : x;
+        (await lin.forward(xs)).dispose();
+        if (xs !== x) xs.dispose();
+        x.dispose();
+      }
+    }
+    const H = quick ? 256 : 512;
+    const block = await makeBlock(dev, { hidden: H, heads: 8, mlp: ['int8', 'int4'] });
+    keep.push(block);
+    const g = block.build('batch', 'seq');
+    for (const [b, s] of [[1, 1], [4, 64]]) {
+      const x = randomTensor(dev, [b, s, H], steps++);
+      (await dev.run(g, [x]))[0].dispose();
+      x.dispose();
+    }
+    collectGarbage();
+    const trackerBytes = dev.memory.live - live0;
+    const rssBytes = process.memoryUsage.rss() - rss0;
+    const byTag = { ...dev.memory.liveByTag() } as Record<string, number>;
+    for (const k of keep) k.dispose();
+    return { trackerBytes, rssBytes, ratio: trackerBytes / rssBytes, byTag, steps };
+  } finally {
+    await dev.dispose();
+  }
+}
+
+const self = fileURLToPath(import.meta.url);
+
+/** The workload in a child process (node with tsx's loader), its result read from the child's stdout as JSON. */
+export function memoryInFreshProcess(kind: string, quick: boolean): Promise<MemoryCheck | null> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), self, kind, quick ? 'quick' : 'full'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.on('error', fail);
+    child.on('close', (code) => {
+      if (code !== 0) return fail(new Error(`memory check exited with ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      try {
+        done(JSON.parse(out.trim().split('\n').pop()!) as MemoryCheck | null);
+      } catch (e) {
+        fail(new Error(`memory check printed no result: ${(e as Error).message}; ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      }
+    });
+  });
+}
+
+if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
+  const [kind = 'cpu', mode = 'quick'] = process.argv.slice(2);
+  process.stdout.write(`${JSON.stringify(await memoryVsRss(kind, mode === 'quick'))}\n`);
+}
