@@ -141,13 +141,16 @@ async function stepTime(kind: string, quick: boolean): Promise<EngineBench['step
   const heads = 8;
   try {
     const block = await makeBlock(dev, { hidden, heads, mlp: ['int8', 'int4'] });
-    const poly = block.build('batch', 'seq');
+    // As a model runs them: decode steps on a graph of one new token at any batch, prefill on any batch and length.
+    const decode = block.build('batch', 1);
+    const prefill = block.build('batch', 'seq');
     const shapes: [number, number][] = quick ? [[1, 1], [8, 1], [1, 32]] : [[1, 1], [16, 1], [1, 128], [4, 128]];
     const rows: StepTimeRow[] = [];
     for (const [b, s] of shapes) {
       const exact = block.build(b, s);
+      const poly = s === 1 ? decode : prefill;
       const x = randomTensor(dev, [b, s, hidden], b + s);
-      const step = (g: typeof poly) => async () => (await dev.run(g, [x]))[0].dispose();
+      const step = (g: Graph) => async () => (await dev.run(g, [x]))[0].dispose();
       const r = await ratioOf(step(poly), step(exact), quick ? 3 : 7, quick ? 5 : 15);
       const onnxNodes = { symbolic: onnxNodeCount(poly), exact: onnxNodeCount(exact) };
       rows.push({ batch: b, seq: s, polyMs: r.aMs, exactMs: r.bMs, ratio: r.ratio, onnxNodes });

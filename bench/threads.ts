@@ -14,7 +14,7 @@ export interface ThreadSetting {
   name: string;
   /** null: onnxruntime's default (one thread per physical core). */
   intraOpThreads: number | null;
-  /** null: onnxruntime's default (spinning on). */
+  /** null: the engine's default (spinning off, chosen from these numbers). */
   spinning: boolean | null;
 }
 
@@ -40,7 +40,8 @@ export interface ThreadsBench {
 }
 
 export const SETTINGS: ThreadSetting[] = [
-  { name: 'default', intraOpThreads: null, spinning: null },
+  // onnxruntime's own default, which the others are measured against: a thread per physical core, spinning.
+  { name: 'onnxruntime default', intraOpThreads: null, spinning: true },
   { name: '1 thread, spinning', intraOpThreads: 1, spinning: true },
   { name: '1 thread, no spinning', intraOpThreads: 1, spinning: false },
   { name: '2 threads, spinning', intraOpThreads: 2, spinning: true },
@@ -94,7 +95,7 @@ async function measure(s: ThreadSetting, work: 'gemv' | 'gemm', shape: number[],
 }
 
 export function recommend(rows: readonly ThreadRow[]): ThreadsBench['recommended'] {
-  const base = rows.filter((r) => r.setting === 'default');
+  const base = rows.filter((r) => r.setting === 'onnxruntime default');
   const score = (setting: string) => {
     const own = rows.filter((r) => r.setting === setting);
     let logSum = 0;

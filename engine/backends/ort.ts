@@ -54,6 +54,9 @@ export class OrtBackend implements Backend {
       graphOptimizationLevel: 'all',
       // Warnings such as "some nodes were not assigned to the preferred provider" are reported through placement().
       logSeverityLevel: 3,
+      // Spinning worker threads keep a core busy after each run, so a step of several graphs paid about twice per
+      // graph; without spinning two graphs alternated cost what each does alone (npm run bench, section threads).
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
       ...(outputs ? { preferredOutputLocation: outputs } : {}),
       ...extra,
       ...this.sessionOptions,
@@ -79,8 +82,9 @@ export class OrtBackend implements Backend {
     return n;
   }
 
-  async compile(graph: Graph, opts: CompileOptions = {}): Promise<OrtExecutable> {
+  async compile(graph: Graph, opts: CompileOptions = {}, hooks: { lowered?(): void } = {}): Promise<OrtExecutable> {
     const lowered = lowerGraph(graph, this.lowerOpts);
+    hooks.lowered?.();
     // The WebGPU provider hands ops it lacks to the CPU provider; only a profile of a real run tells which.
     const profilePrefix = this.name === 'webgpu' ? join(tmpdir(), `servelab-ort-${process.pid}-${profileCount++}`) : null;
     const deviceOutputs = graph.outputs.map((_, i) => this.deviceMemory !== null && (opts.deviceOutputs?.[i] ?? false));

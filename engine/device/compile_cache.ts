@@ -131,8 +131,9 @@ export class CompileCache {
     const estimate = this.backend.estimateBytes(graph);
     this.makeRoom(estimate, graph.name);
     await this.backend.ready?.();
-    const before = rss();
-    const exe = await this.backend.compile(graph, opts);
+    // Measured from after lowering: the encoded model (a copy of every constant) is garbage once the session exists.
+    let before = rss();
+    const exe = await this.backend.compile(graph, opts, { lowered: () => (before = rss()) });
     const measured = this.backend.measuresHostMemory ? rss() - before : 0;
     const bytes = Math.max(estimate, measured);
     let alloc: Allocation;

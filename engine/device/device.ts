@@ -38,7 +38,7 @@ export interface DeviceOptions {
 
 /** What the device has compiled and moved, since it was made. */
 export interface DeviceStats extends CompileStats {
-  /** Graphs memoized by their builders (device.graph). */
+  /** Graphs built through device.graph (each a miss of its memo). */
   graphs: number;
   runs: number;
   /**
@@ -50,6 +50,9 @@ export interface DeviceStats extends CompileStats {
   /** Bytes brought back to host memory: every host output of a run, and every read of a device tensor. */
   deviceToHostBytes: number;
 }
+
+/** Graphs memoized per owner, least recently used dropped first. */
+const GRAPHS_PER_OWNER = 256;
 
 export class Device implements DeviceRef {
   readonly memory: MemoryTracker;
@@ -77,11 +80,15 @@ export class Device implements DeviceRef {
     let m = this.memo.get(owner);
     if (!m) this.memo.set(owner, (m = new Map()));
     let g = m.get(key);
-    if (!g) {
+    if (g) {
+      m.delete(key); // most recently used last
+    } else {
       g = build();
-      m.set(key, g);
       this.memoCount++;
+      // Keys that carry sizes (an eager Reshape to ever new shapes) must not grow without bound.
+      if (m.size >= GRAPHS_PER_OWNER) m.delete(m.keys().next().value!);
     }
+    m.set(key, g);
     return g;
   }
 

@@ -54,6 +54,7 @@ export class Emitter {
   readonly initializers: OnnxTensor[] = [];
   private n = 0;
   private readonly dims = new Map<string, string>();
+  private readonly shapes = new Map<string, string>();
   /** Where each symbol can be read at run time: a graph input's name and axis. */
   private readonly symbolSource = new Map<string, [string, number]>();
 
@@ -147,7 +148,11 @@ export class Emitter {
   /** int64 [rank]: a shape, constant when every dim is a size, else assembled at run time. */
   shape(shape: Shape): string {
     if (isStatic(shape)) return this.int64(shape);
-    return this.node('Concat', shape.map((d) => this.dim(d)), [attr('axis', 0)]);
+    if (shape.length === 1) return this.dim(shape[0]);
+    const key = shape.map(canonDim).join(',');
+    let out = this.shapes.get(key);
+    if (!out) this.shapes.set(key, (out = this.node('Concat', shape.map((d) => this.dim(d)), [attr('axis', 0)])));
+    return out;
   }
 
   private init(type: number, dims: number[], raw: Uint8Array): string {

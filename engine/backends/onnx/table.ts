@@ -7,6 +7,7 @@ import type { Node } from '../../graph/graph.ts';
 import type { OpName } from '../../graph/ops.ts';
 import { keepDims, reduceAxes, scaleAxis } from '../../graph/ops_quant.ts';
 import { attr, onnxType, type Emitter } from './emitter.ts';
+import { isStatic, sameDim, type Shape } from '../../graph/dims.ts';
 import { OnnxType } from './proto.ts';
 import { TENSOR_LOWERINGS } from './tensor_table.ts';
 import { MODEL_LOWERINGS } from './model_table.ts';
@@ -50,7 +51,7 @@ export const ONNX_LOWERINGS = {
   Gelu: (e, n, ins) => [e.node('Gelu', ins, [attr('approximate', (n.attrs.approximate as string) ?? 'none')])],
   SiLU: (e, _n, ins) => [e.node('Mul', [ins[0], e.node('Sigmoid', ins)])],
   Gather: (e, n, ins) => [e.node('Gather', ins, [attr('axis', num(n, 'axis', 0))])],
-  Reshape: (e, n, ins) => [e.node('Reshape', [ins[0], e.shape(n.outputs[0].shape)], [attr('allowzero', 1)])],
+  Reshape: (e, n, ins) => [lowerReshape(e, n.inputs[0]!.shape, n.outputs[0].shape, ins[0])],
   Transpose: (e, n, ins) => [e.node('Transpose', ins, [attr('perm', (n.attrs.perm as number[]) ?? [...Array(n.inputs[0]!.shape.length).keys()].reverse())])],
   Cast: (e, n, ins) => [e.node('Cast', ins, [attr('to', onnxType(n.attrs.to as DType, e.opts))])],
   Attention: (e, n, ins) => [lowerAttention(e, n, ins, onnxType(n.inputs[0]!.dtype, e.opts))],
@@ -87,6 +88,19 @@ export const ONNX_LOWERINGS = {
 } satisfies { [Op in OpName]: Lowering };
 
 /**
+ * A reshape whose target is a constant wherever it can be, so a symbolic graph costs no more nodes than a static one:
+ * a dim equal to the input's at the same axis is copied (0, with allowzero off), one other symbolic dim is inferred
+ * (-1); only a target with more than that is assembled at run time. A literal 0 in the target needs allowzero.
+ */
+function lowerReshape(e: Emitter, from: Shape, to: Shape, x: string): string {
+  if (isStatic(to) && !to.includes(0)) return e.node('Reshape', [x, e.int64(to)]);
+  const target = to.map((d, i) => (typeof d !== 'number' && i < from.length && sameDim(from[i], d) ? 0 : d));
+  const left = target.filter((d) => typeof d !== 'number');
+  if (!to.includes(0) && left.length <= 1) return e.node('Reshape', [x, e.int64(target.map((d) => (typeof d === 'number' ? d : -1)))]);
+  return e.node('Reshape', [x, e.shape(to)], [attr('allowzero', 1)]);
+}
+
+/**
  * softmax(q k^T * scale + causalMask) v, with grouped-query heads folded as [B, Hkv, G, S, D] so k and v broadcast
  * over the G query heads that share them instead of being copied. Batch and lengths may be symbolic: the reshapes
  * copy them (0) or infer them (-1), and the causal mask is built from the run's lengths.
@@ -102,21 +116,20 @@ function lowerAttention(e: Emitter, n: Node, [q, k, v]: string[], type: number):
   const v5 = e.node('Reshape', [v, e.int64([0, Hkv, 1, -1, Dv])]);
   const kT = e.node('Transpose', [k5], [attr('perm', [0, 1, 2, 4, 3])]);
   let scores = e.node('Mul', [e.node('MatMul', [q5, kT]), e.float(new Float32Array([scale]), [], type)]);
-  if (n.attrs.causal) {
+  // Key j is hidden from query i when j > i + (T - S): the last query sees every key, so one query needs no mask.
+  if (n.attrs.causal && S !== 1) {
     let mask: string;
     if (typeof S === 'number' && typeof T === 'number') {
       const m = new Float32Array(S * T);
       for (let i = 0; i < S; i++) for (let j = 0; j < T; j++) m[i * T + j] = j > i + (T - S) ? -Infinity : 0;
       mask = e.float(m, [S, T], type);
     } else {
-      // key j is hidden from query i when j > i + (T - S): the last query sees every key.
-      const len = (x: string) => e.node('Squeeze', [e.node('Shape', [x], [attr('start', 2), attr('end', 3)]), e.int64([0])]);
-      const [s, t] = [len(q), len(k)];
-      const zero = e.int64([0], []);
-      const one = e.int64([1], []);
-      const rows = e.node('Unsqueeze', [e.node('Add', [e.node('Range', [zero, s, one]), e.node('Sub', [t, s])]), e.int64([1])]);
-      const cols = e.node('Range', [zero, t, one]);
-      mask = e.node('Where', [e.node('Greater', [cols, rows]), e.float(new Float32Array([-Infinity]), [], type), e.float(new Float32Array([0]), [], type)]);
+      // -inf on and above the diagonal T - S + 1 of an [S, T] matrix, zeros below: Trilu keeps the upper part.
+      const [s, t] = [e.dim(S), e.dim(T)];
+      const full = e.node('Expand', [e.float(new Float32Array([-Infinity]), []), e.node('Concat', [s, t], [attr('axis', 0)])]);
+      const diagonal = e.node('Squeeze', [e.node('Add', [e.node('Sub', [t, s]), e.int64([1])]), e.int64([0])]);
+      mask = e.node('Trilu', [full, diagonal], [attr('upper', 1)]);
+      if (type !== OnnxType.FLOAT) mask = e.node('Cast', [mask], [attr('to', type)]);
     }
     scores = e.node('Add', [scores, mask]);
   }

@@ -3,7 +3,7 @@
  * op without a reference kernel, so every op has an oracle.
  */
 import type { OpName } from '../../graph/ops.ts';
-import { reshapeTarget } from '../../graph/ops.ts';
+import { ShapeError } from '../../errors.ts';
 import { keepDims, reduceAxes, scaleAxis } from '../../graph/ops_quant.ts';
 import type { Value } from '../../graph/graph.ts';
 import type { RefKernel, RefOperand } from './kernel.ts';
@@ -42,8 +42,10 @@ export const REFERENCE_KERNELS = {
     const axis = num(attrs.axis, 0);
     return [K.gather(x!.f(), x!.shape, i!.data as Int32Array, i!.shape, axis < 0 ? axis + x!.shape.length : axis)[0]];
   },
-  Reshape: ({ inputs: [x], attrs }) => {
-    reshapeTarget(x!.shape, attrs.shape);
+  // The output's shape is the target resolved in this run; the element counts must agree (a symbol may be off).
+  Reshape: ({ inputs: [x], outputs: [o] }) => {
+    const count = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
+    if (count(o.shape) !== count(x!.shape)) throw new ShapeError('Reshape', [x!.shape, o.shape], `${count(x!.shape)} elements cannot take a shape of ${count(o.shape)}`);
     return [x!.f()];
   },
   Transpose: ({ inputs: [x], attrs }) => [K.transpose(x!.f(), x!.shape, (attrs.perm as number[]) ?? [...x!.shape.keys()].reverse())[0]],
