@@ -22,3 +22,4 @@ export { rotaryTables, rotaryInvFreq } from './graph/ops_model.ts';
 export { gradCheck, type CheckInput, type GradCheckOptions, type GradCheckResult, type ElementCheck, type Build } from './autograd/gradcheck.ts';
 export { AdamW, type AdamWOptions } from './train/adamw.ts';
 export { runBackward, trainStep, type Gradients } from './train/step.ts';
+export { timeMs, summarize, quantile, formatTiming, type Timing, type TimingOptions } from './timing.ts';
