@@ -57,8 +57,8 @@ export interface Backend {
   readonly deviceMemory: DeviceMemory | null;
   /** The least a compiled graph will hold: its constants as the backend carries them. */
   estimateBytes(graph: Graph): number;
-  /** `lowered` is called once the graph is lowered, before the runtime builds its session (what is measured). */
-  compile(graph: Graph, opts?: CompileOptions, hooks?: { lowered?(): void }): Promise<Executable>;
+  /** `lowered` is told the size of the encoded model, a temporary the session does not keep. */
+  compile(graph: Graph, opts?: CompileOptions, hooks?: { lowered?(modelBytes: number): void }): Promise<Executable>;
   /**
    * Pays the runtime's one-time start (onnxruntime's environment and thread pools, about 25 MB once per process) so
    * that it is not counted as the first session's memory.

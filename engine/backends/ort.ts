@@ -82,9 +82,9 @@ export class OrtBackend implements Backend {
     return n;
   }
 
-  async compile(graph: Graph, opts: CompileOptions = {}, hooks: { lowered?(): void } = {}): Promise<OrtExecutable> {
+  async compile(graph: Graph, opts: CompileOptions = {}, hooks: { lowered?(modelBytes: number): void } = {}): Promise<OrtExecutable> {
     const lowered = lowerGraph(graph, this.lowerOpts);
-    hooks.lowered?.();
+    hooks.lowered?.(lowered.bytes.byteLength);
     // The WebGPU provider hands ops it lacks to the CPU provider; only a profile of a real run tells which.
     const profilePrefix = this.name === 'webgpu' ? join(tmpdir(), `servelab-ort-${process.pid}-${profileCount++}`) : null;
     const deviceOutputs = graph.outputs.map((_, i) => this.deviceMemory !== null && (opts.deviceOutputs?.[i] ?? false));

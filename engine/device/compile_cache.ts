@@ -131,10 +131,12 @@ export class CompileCache {
     const estimate = this.backend.estimateBytes(graph);
     this.makeRoom(estimate, graph.name);
     await this.backend.ready?.();
-    // Measured from after lowering: the encoded model (a copy of every constant) is garbage once the session exists.
-    let before = rss();
-    const exe = await this.backend.compile(graph, opts, { lowered: () => (before = rss()) });
-    const measured = this.backend.measuresHostMemory ? rss() - before : 0;
+    // What building the session left resident, lowering's temporaries included (the allocator keeps most of them),
+    // except the encoded model itself: a copy of every constant that is freed whole once the session exists.
+    const before = rss();
+    let modelBytes = 0;
+    const exe = await this.backend.compile(graph, opts, { lowered: (n) => (modelBytes = n) });
+    const measured = this.backend.measuresHostMemory ? rss() - before - modelBytes : 0;
     const bytes = Math.max(estimate, measured);
     let alloc: Allocation;
     try {

@@ -105,7 +105,9 @@ export class Linear {
     let bias: Tensor | null = null;
     try {
       if (format === 'fp32' || format === 'fp16' || format === 'bf16') {
-        held = { kind: 'float', w: device.tensor(src.toFloat32(), [K, N], format, { tag: 'weights', label: `${label}.w` }) };
+        // One copy: the source's own bytes when it has the format's dtype, else its values widened once.
+        const w = src.dtype === format ? device.copyFrom(src, { tag: 'weights', label: `${label}.w` }) : device.tensor(src.toFloat32(), [K, N], format, { tag: 'weights', label: `${label}.w` });
+        held = { kind: 'float', w };
       } else if (format === 'int8') {
         const q = await quantizeWeightVectorwise(src, { label });
         q.q.retag('weights');

@@ -281,9 +281,9 @@ export class Tensor {
     if (this.dtype === 'fp32') {
       (d as Float32Array).set(values);
     } else if (this.dtype === 'fp16') {
-      fp32ArrayToFp16(Float32Array.from(values), d as Uint16Array);
+      fp32ArrayToFp16(asFloat32(values), d as Uint16Array);
     } else if (this.dtype === 'bf16') {
-      fp32ArrayToBf16(Float32Array.from(values), d as Uint16Array);
+      fp32ArrayToBf16(asFloat32(values), d as Uint16Array);
     } else if (this.dtype === 'int4' || this.dtype === 'nf4') {
       throw new ServelabError(`Tensor.from cannot take ${this.dtype} values; pack them with pack4/packInt4 and use Tensor.adopt`);
     } else {
@@ -322,4 +322,9 @@ export class Tensor {
   toString(): string {
     return `Tensor(${this.describe()}, ${this.bytes} B, ${this.tag})`;
   }
+}
+
+/** Values as a Float32Array, copied only when they are not one already (a weight's fp32 source can be large). */
+function asFloat32(values: ArrayLike<number>): Float32Array {
+  return values instanceof Float32Array ? values : Float32Array.from(values);
 }
