@@ -1,28 +1,23 @@
-/** The `servelab` command: kernel, build, device, bench and gpu-check (more subcommands join as the lab grows). */
+/** The `servelab` command: kernel, build, report, device, bench and gpu-check, each with its own `--help`. */
 import { parseArgs } from 'node:util';
 import { ServelabError } from '../engine/index.ts';
-
-const USAGE = `usage: servelab <command> [options]
-
-commands:
-  kernel install [--user|--prefix DIR]
-                         register the Jupyter kernelspec servelab ("TypeScript (servelab)")
-  kernel start -f FILE   run the kernel (Jupyter calls this)
-  build [--check] [--root DIR]
-                         lessons/NN-slug.md -> notebooks/NN-slug.ipynb; --check writes nothing and
-                         exits 1 listing stale or missing notebooks
-  report <lesson.md|notebook.ipynb>... [-o DIR] [--all] [--server URL --token T]
-                         execute through the kernel and write standalone HTML reports and an index
-  device                 the selected device: GPU adapter (if any) and CPU (model, cores, SIMD)
-  bench [--json] [--out FILE] [--quick] [--device cpu|webgpu]
-                         GEMM throughput (fp32, int8, 4-bit), engine overhead, fp32 peak; targets checked
-  gpu-check [--out DIR]  pack the WebGPU check into one folder for a GPU machine without Node or network
-
-environment:
-  SERVELAB_DEVICE=auto|cpu|webgpu|reference   device selection (default auto)`;
+import { COMMANDS, commandUsage, usage, wantsHelp } from './commands/usage.ts';
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  // `servelab report --help`, `servelab help report`: the command's own usage, before its options are parsed.
+  if (cmd !== undefined && Object.hasOwn(COMMANDS, cmd) && wantsHelp(rest)) {
+    console.log(commandUsage(cmd));
+    return 0;
+  }
+  if (cmd === 'help' && rest.length > 0) {
+    if (!Object.hasOwn(COMMANDS, rest[0])) {
+      console.error(`servelab: unknown command '${rest[0]}'\n\n${usage()}`);
+      return 2;
+    }
+    console.log(commandUsage(rest[0]));
+    return 0;
+  }
   try {
     switch (cmd) {
       case 'device': {
@@ -70,15 +65,17 @@ export async function main(argv: string[]): Promise<number> {
       case 'help':
       case '--help':
       case '-h':
-        console.log(USAGE);
+        console.log(usage());
         return cmd === undefined ? 1 : 0;
       default:
-        console.error(`servelab: unknown command '${cmd}'\n\n${USAGE}`);
+        console.error(`servelab: unknown command '${cmd}'\n\n${usage()}`);
         return 2;
     }
   } catch (e) {
-    if (e instanceof ServelabError || (e as Error).name === 'TypeError' && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      console.error(`servelab ${cmd}: ${(e as Error).message}`);
+    const badOption = (e as Error).name === 'TypeError' && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    if (e instanceof ServelabError || badOption) {
+      // A mistyped option is answered with the options there are; an engine error stands alone.
+      console.error(`servelab ${cmd}: ${(e as Error).message}${badOption ? `\n\n${commandUsage(cmd)}` : ''}`);
       return 2;
     }
     throw e;

@@ -12,6 +12,8 @@ export interface CpuInfo {
   mhz: number;
   /** fp32 lanes of the widest FMA unit (16 for AVX-512, 8 for AVX2+FMA, 4 for NEON). */
   fmaLanes: number;
+  /** Bytes of the last-level cache one core sees (Linux sysfs), or null where the OS does not say. */
+  lastLevelCacheBytes: number | null;
 }
 
 const SIMD = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'avx_vnni', 'amx_tile', 'amx_bf16', 'amx_int8', 'asimd', 'sve'];
@@ -24,6 +26,23 @@ function readText(path: string): string {
   }
 }
 
+/**
+ * The largest data or unified cache of cpu0, from sysfs ("32768K"): what a working set must exceed before its reads
+ * come from memory rather than cache, as a bandwidth measurement needs.
+ */
+function lastLevelCacheBytes(): number | null {
+  let best: number | null = null;
+  for (let i = 0; i < 8; i++) {
+    const dir = `/sys/devices/system/cpu/cpu0/cache/index${i}`;
+    if (readText(`${dir}/type`).trim() === 'Instruction') continue;
+    const m = /^(\d+)([KMG]?)$/.exec(readText(`${dir}/size`).trim());
+    if (!m) continue;
+    const bytes = Number(m[1]) * { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30 }[m[2] as '' | 'K' | 'M' | 'G'];
+    best = Math.max(best ?? 0, bytes);
+  }
+  return best;
+}
+
 export function cpuInfo(): CpuInfo {
   const cpus = os.cpus();
   const text = readText('/proc/cpuinfo');
@@ -32,7 +51,7 @@ export function cpuInfo(): CpuInfo {
   const maxKHz = Number(readText('/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq').trim());
   const mhz = maxKHz > 0 ? maxKHz / 1000 : (cpus[0]?.speed ?? 0);
   const fmaLanes = flags.has('avx512f') ? 16 : flags.has('fma') ? 8 : flags.has('asimd') ? 4 : 1;
-  return { model: cpus[0]?.model?.trim() ?? 'unknown', cores: os.availableParallelism(), simd, mhz, fmaLanes };
+  return { model: cpus[0]?.model?.trim() ?? 'unknown', cores: os.availableParallelism(), simd, mhz, fmaLanes, lastLevelCacheBytes: lastLevelCacheBytes() };
 }
 
 /**

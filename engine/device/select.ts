@@ -4,7 +4,7 @@ import { OrtBackend } from '../backends/ort.ts';
 import { ReferenceBackend } from '../backends/reference/reference.ts';
 import { Device, type DeviceOptions } from './device.ts';
 import { DeviceError } from '../errors.ts';
-import { Graph } from '../graph/graph.ts';
+import { probeWebgpu } from './webgpu_probe.ts';
 
 export type DeviceKind = BackendName | 'auto';
 const KINDS: readonly DeviceKind[] = ['auto', ...BACKENDS];
@@ -21,24 +21,12 @@ function makeBackend(kind: BackendName): Backend {
 
 let webgpuProbe: Promise<string | null> | null = null;
 
-/** Null when onnxruntime's WebGPU provider runs a kernel here; otherwise why it does not. Probed once per process. */
+/**
+ * Null when onnxruntime's WebGPU provider runs a kernel here; otherwise why it does not. Probed once per process,
+ * in a child process (webgpu_probe.ts), so that a machine without a GPU adapter hears it from us in one line.
+ */
 export function webgpuUnavailable(): Promise<string | null> {
-  webgpuProbe ??= (async () => {
-    const dev = new Device('probe', new OrtBackend('webgpu'));
-    try {
-      const g = new Graph('probe');
-      const x = g.input('x', 'fp32', [1, 4]);
-      g.output(g.op('Add', [x, x])[0]);
-      const [y] = await dev.run(g, [dev.tensor([1, 2, 3, 4], [1, 4])]);
-      return y.toArray()[3] === 8 ? null : 'the WebGPU provider computed a wrong result';
-    } catch (e) {
-      const msg = (e as Error).message;
-      const adapter = /Failed to get a WebGPU adapter[^\n]*/.exec(msg)?.[0];
-      return adapter ? `${adapter.trim()} (without a GPU: run scripts/webgpu-deps.sh, then . .cache/vulkan/env.sh before node)` : msg;
-    } finally {
-      await dev.dispose();
-    }
-  })();
+  webgpuProbe ??= probeWebgpu();
   return webgpuProbe;
 }
 

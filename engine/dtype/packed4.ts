@@ -1,4 +1,13 @@
-/** 4-bit codes two per byte, low nibble first (bitsandbytes, ONNX Runtime MatMulNBits), and the NF4 code book (QLoRA). */
+/**
+ * 4-bit codes two per byte, and the NF4 code book (QLoRA).
+ *
+ * Nibble order: the engine stores element 2i in the LOW nibble of byte i and element 2i + 1 in the high nibble,
+ * the layout ONNX Runtime's MatMulNBits reads (its blockwise quantizer packs `v0 | (v1 << 4)`; ONNX's INT4 type is
+ * the same). bitsandbytes uses the opposite order: its 4-bit quantize kernel (kQuantizeBlockwise in
+ * csrc/kernels.cu) writes the first element of a pair shifted left by 4, into the HIGH nibble, and its dequantize
+ * kernels read `byte >> 4` first. So a bitsandbytes byte 0x12 holds the codes [1, 2]; here [1, 2] is 0x21. Bytes
+ * taken from a bitsandbytes checkpoint must have their nibbles swapped before any function here reads them.
+ */
 
 /**
  * NormalFloat4 levels: quantiles of N(0, 1) rescaled to [-1, 1], with an exact zero
@@ -50,7 +59,7 @@ function checkNumel(bytes: Uint8Array, numel: number, fn: string): void {
   }
 }
 
-/** Codes 0..15 -> ceil(n/2) bytes; element 2i in the low nibble of byte i, the odd tail's high nibble 0. */
+/** Codes 0..15 -> ceil(n/2) bytes; element 2i in the low nibble of byte i (MatMulNBits' order), the odd tail's high nibble 0. */
 export function pack4(values: Uint8Array): Uint8Array {
   const out = new Uint8Array(Math.ceil(values.length / 2));
   for (let i = 0; i < values.length; i++) {

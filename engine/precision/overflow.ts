@@ -26,7 +26,7 @@ export interface ValueRow {
 /**
  * The lecture's torch.tensor(10**6, dtype=torch.float16), then the edges: fp16's largest value 65504 and the
  * overflow threshold 65520 (halfway to 2^16, where round-to-nearest-even picks inf), integers past 2^11 and 2^8,
- * fp32's largest value that bf16 cannot hold, and tiny values that become subnormal or flush to zero.
+ * fp32's largest value that bf16 cannot hold, and tiny values that become subnormal or round to zero.
  */
 export const OVERFLOW_VALUES: readonly number[] = Object.freeze([
   1e6, 65504, 65519, 65520, 1e5, 2049, 257, 0.1, 1e-5, 1e-7, 1e-8, 1e-40, 3.4e38,
@@ -39,7 +39,8 @@ const fmt = (v: number) => (Number.isFinite(v) ? Number(v.toPrecision(6)).toStri
 function describe(value: number, d: FloatDType, stored: number, kind: ValueKind): string | null {
   const f = formatFacts(d);
   if (kind === 'inf' && Number.isFinite(value)) return `${d}: overflows to inf (largest finite ${fmt(f.maxFinite)})`;
-  if (kind === 'zero' && value !== 0) return `${d}: flushes to 0 (below half its smallest subnormal ${fmt(f.smallestSubnormal)})`;
+  // Round to nearest gives 0 below half the smallest subnormal: underflow, not a flush-to-zero mode (subnormals survive).
+  if (kind === 'zero' && value !== 0) return `${d}: underflows to 0 (below half its smallest subnormal ${fmt(f.smallestSubnormal)})`;
   if (kind === 'subnormal') return `${d}: subnormal ${fmt(stored)} (below ${fmt(f.smallestNormal)}, fewer significant bits)`;
   if (stored !== value) return `${d}: rounds to ${stored} (relative error ${relError(stored, value).toExponential(1)})`;
   return null;

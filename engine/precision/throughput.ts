@@ -4,6 +4,7 @@ import { getDevice } from '../device/select.ts';
 import type { FloatDType } from '../dtype/dtype.ts';
 import type { BackendName } from '../backends/backend.ts';
 import { Graph } from '../graph/graph.ts';
+import { timeMs, type Timing } from '../timing.ts';
 import { DEFAULT_SEED, sampleValues } from './random.ts';
 import { checkAbort, positiveInt } from './util.ts';
 
@@ -16,6 +17,8 @@ export interface ThroughputRow {
   ms: number;
   minMs: number;
   runs: number;
+  /** The runs themselves: median, quartiles and spread (timeMs), to say how much the time moved. */
+  timing: Timing;
   /** 2 m k n / median time. */
   gflops: number;
   /** Computed in a wider type and rounded, rather than by a kernel of this dtype. */
@@ -38,7 +41,7 @@ export interface ThroughputOptions {
   n?: number;
   dtypes?: readonly FloatDType[];
   warmup?: number;
-  /** At least this many timed runs, more until minTimeMs has passed (up to maxRuns). */
+  /** At least this many timed runs, more until minTimeMs has gone into timed runs (up to maxRuns). */
   runs?: number;
   maxRuns?: number;
   minTimeMs?: number;
@@ -58,25 +61,10 @@ export function dtypeNote(notes: readonly string[], kind: BackendName, dtype: Fl
   return { emulated: false, note: `${dtype}: no note from the device, so no emulation reported` };
 }
 
-async function median(fn: () => Promise<void>, warmup: number, minRuns: number, maxRuns: number, minTimeMs: number, signal?: AbortSignal) {
-  for (let i = 0; i < warmup; i++) await fn();
-  const ts: number[] = [];
-  const start = performance.now();
-  while (ts.length < minRuns || (ts.length < maxRuns && performance.now() - start < minTimeMs)) {
-    checkAbort(signal);
-    const t0 = performance.now();
-    await fn();
-    ts.push(performance.now() - t0);
-  }
-  ts.sort((a, b) => a - b);
-  const mid = ts.length >> 1;
-  return { ms: ts.length % 2 ? ts[mid] : (ts[mid - 1] + ts[mid]) / 2, minMs: ts[0], runs: ts.length };
-}
-
 /**
  * For each dtype: a graph x [m, k] times a constant weight [k, n] (baked into the session, as a model's
- * weights are), run on the device with the median of several runs after warm-up. On the CPU fp16 and bf16
- * bring no speedup over fp32: they are fp32 GEMMs with casts around them.
+ * weights are), run on the device and timed with timeMs (warm-up discarded, median with quartiles). On the CPU
+ * fp16 and bf16 bring no speedup over fp32: they are fp32 GEMMs with casts around them.
  */
 export async function matmulThroughput(opts: ThroughputOptions = {}): Promise<ThroughputResult> {
   const {
@@ -96,14 +84,16 @@ export async function matmulThroughput(opts: ThroughputOptions = {}): Promise<Th
     try {
       const g = new Graph(`matmul_${dtype}_${m}x${k}x${n}`);
       g.output(g.op('MatMul', [g.input('x', dtype, [m, k]), g.constant('w', w)])[0]);
-      const t = await median(
+      const timing = await timeMs(
         async () => {
+          checkAbort(signal);
           const [y] = await dev.run(g, [x]);
           y.dispose();
         },
-        warmup, runs, Math.max(runs, maxRuns), minTimeMs, signal,
+        { warmup, minRuns: runs, maxRuns: Math.max(runs, maxRuns), budgetMs: minTimeMs },
       );
-      rows.push({ dtype, m, k, n, ...t, gflops: (2 * m * k * n) / (t.ms * 1e6), ...dtypeNote(notes, dev.kind, dtype) });
+      const ms = timing.medianMs;
+      rows.push({ dtype, m, k, n, ms, minMs: timing.minMs, runs: timing.runs, timing, gflops: (2 * m * k * n) / (ms * 1e6), ...dtypeNote(notes, dev.kind, dtype) });
     } finally {
       x.dispose();
       w.dispose();

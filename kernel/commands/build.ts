@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { buildStatus, planBuild, writeNotebooks } from '../lesson/build.ts';
 import { LessonError } from '../lesson/parse.ts';
+import { solutionWarnings } from '../lesson/solutions.ts';
 
 export function buildCommand(opts: { check?: boolean; root?: string } = {}): number {
   const root = resolve(opts.root ?? process.cwd());
@@ -20,6 +21,8 @@ export function buildCommand(opts: { check?: boolean; root?: string } = {}): num
     }
     throw e;
   }
+  // Solutions never reach a notebook, but a broken or orphaned one is best caught when the lessons change.
+  for (const w of solutionWarnings(root, plan.map((o) => o.lesson))) console.error(`warning: ${w}`);
   if (opts.check) {
     const s = buildStatus(root, plan);
     const bad = [...s.missing.map((n) => `missing  ${n}`), ...s.stale.map((n) => `stale    ${n}`), ...s.orphans.map((n) => `orphan   ${n} (no lesson builds it)`)];

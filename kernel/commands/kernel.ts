@@ -4,6 +4,7 @@ import { installKernelspec } from '../kernelspec.ts';
 import { readConnection } from '../protocol/connection.ts';
 import { Kernel } from '../kernel.ts';
 import { attachComms, labGlobals, labPrelude } from '../lab_globals.ts';
+import { commandUsage } from './usage.ts';
 
 export async function kernelCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
@@ -28,6 +29,6 @@ export async function kernelCommand(args: string[]): Promise<number> {
     await new Promise(() => {});
     return 0;
   }
-  console.error('usage: servelab kernel install [--user | --prefix DIR]\n       servelab kernel start -f CONNECTION_FILE');
+  console.error(commandUsage('kernel'));
   return 2;
 }

@@ -1,12 +1,14 @@
 /**
- * Live charts: memory by tag (from a device's MemoryTracker) and pushed throughput, redrawn in place through one
- * display_id at most 10 times a second while an experiment runs (Jupyter update_display_data).
+ * Live charts: memory by tag (from a device's MemoryTracker) and pushed throughput, against time or against the
+ * variable a sweep changes (batch size, threshold), redrawn in place through one display_id at most 10 times a
+ * second while an experiment runs (Jupyter update_display_data).
  */
 import { randomUUID } from 'node:crypto';
 import { MEMORY_TAGS, type MemorySnapshot, type MemoryTracker } from '../../engine/memory/tracker.ts';
 import { sink as currentSink, type DisplaySink, type MimeBundle } from './sink.ts';
 import { MIME } from './mime.ts';
-import { Figure, loaderBundle, plotlyJs, type Layout, type Trace } from './plotly.ts';
+import { loaderBundle, plotlyJs, type Figure } from './plotly.ts';
+import { liveFigure, type SweptAxis } from './live_figure.ts';
 import { BoundedSeries, type Merge } from './series.ts';
 import { formatBytes, formatNumber, groupDigits } from './format.ts';
 
@@ -15,6 +17,14 @@ export interface LiveSeriesOptions {
   label?: string;
   /** 'tokens/s', 'GFLOP/s': the throughput axis is titled with it. */
   unit?: string;
+  /** Plotly trace attributes: { mode: 'markers' } for one dot per run, { line: { dash: 'dash' } } for a prediction. */
+  style?: Record<string, unknown>;
+}
+
+/** The swept variable of a chart that plots against it instead of time. */
+export interface LiveXOptions extends Partial<SweptAxis> {
+  /** The sample key that holds it: with key 'batch', chart.push({ batch: 8, rowsPerSecond: 1834 }). */
+  key: string;
 }
 
 export interface LiveOptions {
@@ -23,6 +33,11 @@ export interface LiveOptions {
   memory?: MemoryTracker | { readonly memory: MemoryTracker };
   /** Pushed series declared up front (order, labels, units); a key pushed without being declared is added as it comes. */
   series?: Record<string, LiveSeriesOptions>;
+  /**
+   * Plots the pushed series against a swept variable instead of time: a key, or its options. A sample whose x is
+   * NaN or infinite is skipped as a whole. Memory is sampled in time, so such a chart cannot also follow memory.
+   */
+  x?: string | LiveXOptions;
   /** Points kept per series (at least 2); longer runs are downsampled. Default 1000. */
   maxPoints?: number;
   /** Least time between two redraws, at least 100 ms (10 Hz). */
@@ -40,7 +55,7 @@ export interface LiveSeriesJson {
   label: string;
   unit: string;
   source: 'memory' | 'push';
-  /** Seconds since the chart started. */
+  /** Seconds since the chart started; on a chart with an x variable, that variable's values. */
   t: number[];
   v: number[];
   /** Samples measured (t and v hold count / samplesPerPoint points, each a bucket's mean, or its latest for memory). */
@@ -57,6 +72,8 @@ export interface LiveJson {
   device: string | null;
   budget: number | null;
   closed: boolean;
+  /** The swept variable the series' t holds, or null when they hold time. */
+  x: { key: string; label: string } | null;
   series: LiveSeriesJson[];
 }
 
@@ -64,6 +81,7 @@ interface Entry {
   series: BoundedSeries;
   label: string;
   unit: string;
+  style: Record<string, unknown>;
 }
 
 const MIN_INTERVAL_MS = 100;
@@ -104,6 +122,7 @@ export class LiveChart {
   private readonly maxPoints: number;
   private readonly height: number;
   private readonly tracker: MemoryTracker | null;
+  private readonly x: (SweptAxis & { key: string }) | null;
   private readonly memory = new Map<string, Entry>();
   private readonly seenTags = new Set<string>();
   private readonly pushed = new Map<string, Entry>();
@@ -127,6 +146,10 @@ export class LiveChart {
     this.maxPoints = opts.maxPoints ?? 1000;
     this.height = opts.height ?? 420;
     this.tracker = opts.memory === undefined ? null : 'memory' in opts.memory ? opts.memory.memory : opts.memory;
+    const x = typeof opts.x === 'string' ? { key: opts.x } : opts.x;
+    this.x = x === undefined ? null : { key: x.key, label: x.label ?? x.key, type: x.type ?? 'linear', reversed: x.reversed ?? false };
+    if (this.x && this.tracker) throw new TypeError(`live chart '${this.title}': memory is sampled in time, so a chart plotted against '${this.x.key}' cannot follow it; use two charts`);
+    if (this.x && this.x.key in (opts.series ?? {})) throw new TypeError(`live chart '${this.title}': '${this.x.key}' is the x variable, not a series`);
     for (const [name, o] of Object.entries(opts.series ?? {})) this.entry(name, o);
 
     if (this.tracker) {
@@ -158,11 +181,21 @@ export class LiveChart {
     return this.isClosed;
   }
 
-  /** One sample per key, e.g. chart.push({ tokensPerSecond: 1834 }); NaN and infinities are skipped. */
+  /**
+   * One sample per key, e.g. chart.push({ tokensPerSecond: 1834 }), or with an x variable
+   * chart.push({ batch: 8, rowsPerSecond: 1834 }); NaN and infinities are skipped.
+   */
   push(sample: Readonly<Record<string, number>>): void {
     if (this.isClosed) return;
-    const t = this.now();
+    let t = this.now();
+    if (this.x) {
+      const x = sample[this.x.key];
+      if (typeof x !== 'number') throw new TypeError(`live chart '${this.title}' plots against '${this.x.key}': push({ ${this.x.key}: <number>, ... }), got ${typeof x}`);
+      if (!Number.isFinite(x)) return;
+      t = x;
+    }
     for (const name in sample) {
+      if (name === this.x?.key) continue;
       const v = sample[name];
       if (typeof v !== 'number') throw new TypeError(`live chart push: '${name}' must be a number, got ${typeof v}`);
       if (Number.isFinite(v)) this.entry(name).series.add(t, v);
@@ -211,49 +244,21 @@ export class LiveChart {
       device: this.device,
       budget: this.budget,
       closed: this.isClosed,
+      x: this.x && { key: this.x.key, label: this.x.label },
       series: out,
     };
   }
 
   figure(): Figure {
-    const traces: Trace[] = [];
-    const hasMemory = this.tracker !== null;
-    const hasPushed = this.pushed.size > 0;
-    for (const [tag, e] of this.memory) {
-      if (tag === 'live' || (tag !== 'peak' && !this.seenTags.has(tag))) continue;
-      const p = e.series.points();
-      traces.push(
-        tag === 'peak'
-          ? { type: 'scatter', mode: 'lines', name: 'peak', x: p.t, y: p.v, line: { dash: 'dot', width: 1, color: '#444' } }
-          : { type: 'scatter', mode: 'lines', name: tag, x: p.t, y: p.v, stackgroup: 'memory', line: { width: 1 } },
-      );
-    }
-    for (const e of this.pushed.values()) {
-      const p = e.series.points();
-      traces.push({ type: 'scatter', mode: 'lines', name: e.unit ? `${e.label} (${e.unit})` : e.label, x: p.t, y: p.v, yaxis: hasMemory ? 'y2' : 'y' });
-    }
-    const units = [...new Set([...this.pushed.values()].map((e) => e.unit).filter((u) => u))].join(', ');
-    const layout: Layout = {
-      title: { text: this.title },
-      height: this.height,
-      margin: { t: 40, r: 20, b: 40, l: 70 },
-      xaxis: { title: { text: 'time (s)' } },
-      legend: { orientation: 'h' },
-      // A constant uirevision keeps the reader's zoom across updates in renderers that redraw with Plotly.react.
-      uirevision: this.displayId,
+    const memory = this.tracker && {
+      device: this.device,
+      budget: this.budget,
+      // Tags never used stay out of the legend; 'live' is the stack's top, drawn by the stack itself.
+      tags: [...this.memory].filter(([tag]) => tag !== 'live' && (tag === 'peak' || this.seenTags.has(tag))).map(([tag, e]) => ({ tag, ...e.series.points() })),
+      peak: this.memory.get('peak')!.series.last ?? 0,
     };
-    if (hasMemory) {
-      layout.yaxis = { title: { text: `memory${this.device ? ` on ${this.device}` : ''}` }, tickformat: '~s', ticksuffix: 'B', rangemode: 'tozero', domain: hasPushed ? [0.55, 1] : [0, 1] };
-      if (this.budget !== null) {
-        layout.shapes = [{ type: 'line', xref: 'paper', x0: 0, x1: 1, yref: 'y', y0: this.budget, y1: this.budget, line: { dash: 'dash', color: '#d62728', width: 1 } }];
-      }
-    }
-    if (hasPushed) {
-      const axis = { title: { text: units || 'value' }, rangemode: 'tozero' };
-      if (hasMemory) layout.yaxis2 = { ...axis, domain: [0, 0.42], anchor: 'x' };
-      else layout.yaxis = axis;
-    }
-    return new Figure(traces, layout);
+    const pushed = [...this.pushed.values()].map((e) => ({ label: e.label, unit: e.unit, style: e.style, ...e.series.points() }));
+    return liveFigure({ title: this.title, height: this.height, uirevision: this.displayId, x: this.x, memory, pushed });
   }
 
   /** Final values in words: what a terminal, a text export or a test reads. */
@@ -263,7 +268,8 @@ export class LiveChart {
     for (const e of this.pushed.values()) {
       const s = e.series;
       const unit = e.unit ? ` ${e.unit}` : '';
-      lines.push(s.count === 0 ? `${e.label}: no samples` : `${e.label}: last ${formatNumber(s.last!, 4)}${unit}, mean ${formatNumber(s.mean!, 4)}${unit} (${groupDigits(s.count)} samples)`);
+      const at = this.x && s.count > 0 ? ` at ${this.x.key} ${formatNumber(s.points().t.at(-1)!, 4)}` : '';
+      lines.push(s.count === 0 ? `${e.label}: no samples` : `${e.label}: last ${formatNumber(s.last!, 4)}${unit}${at}, mean ${formatNumber(s.mean!, 4)}${unit} (${groupDigits(s.count)} samples)`);
     }
     if (this.tracker) {
       const tags = MEMORY_TAGS.filter((t) => this.seenTags.has(t)).map((t) => `${t} ${formatBytes(this.memory.get(t)!.series.last ?? 0)}`);
@@ -287,14 +293,14 @@ export class LiveChart {
     return round3((performance.now() - this.t0) / 1000);
   }
 
-  private newEntry(label: string, unit: string, merge: Merge): Entry {
-    return { series: new BoundedSeries(this.maxPoints, merge), label, unit };
+  private newEntry(label: string, unit: string, merge: Merge, style: Record<string, unknown> = {}): Entry {
+    return { series: new BoundedSeries(this.maxPoints, merge), label, unit, style };
   }
 
   private entry(name: string, o: LiveSeriesOptions = {}): Entry {
     let e = this.pushed.get(name);
     if (!e) {
-      e = this.newEntry(o.label ?? name, o.unit ?? '', 'mean');
+      e = this.newEntry(o.label ?? name, o.unit ?? '', 'mean', o.style);
       this.pushed.set(name, e);
     }
     return e;
@@ -366,7 +372,11 @@ export class LiveChart {
   }
 }
 
-/** live({ title, memory: device, series: { tokensPerSecond: { unit: 'tokens/s' } } }): displayed at once, updated in place. */
+/**
+ * live({ title, memory: device, series: { tokensPerSecond: { unit: 'tokens/s' } } }), or against a sweep's variable
+ * live({ title, x: { key: 'batch', type: 'log' }, series: { rowsPerSecond: { unit: 'rows/s' } } }): displayed at
+ * once, updated in place.
+ */
 export function live(opts: LiveOptions = {}): LiveChart {
   return new LiveChart(opts);
 }

@@ -101,18 +101,22 @@ export interface BuildOutput {
   json: string;
 }
 
-/** Every lessons/NN-slug.md under root, in order, with the notebook it builds; parse errors are thrown. */
-export function planBuild(root: string): BuildOutput[] {
+/** Every lessons/NN-slug.md under root, in order, relative to root: not README.md, not NN-slug.solutions.md. */
+export function lessonFiles(root: string): string[] {
   const dir = join(root, 'lessons');
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((f) => f.endsWith('.md') && SLUG.test(f.slice(0, -3)))
     .sort()
-    .map((f) => {
-      const rel = `lessons/${f}`;
-      const lesson = parseLesson(readFileSync(join(dir, f), 'utf8'), rel);
-      return { lesson: rel, notebook: `notebooks/${lesson.slug}.ipynb`, json: notebookJson(lesson) };
-    });
+    .map((f) => `lessons/${f}`);
+}
+
+/** Every lesson under root, in order, with the notebook it builds; parse errors are thrown. */
+export function planBuild(root: string): BuildOutput[] {
+  return lessonFiles(root).map((rel) => {
+    const lesson = parseLesson(readFileSync(join(root, rel), 'utf8'), rel);
+    return { lesson: rel, notebook: `notebooks/${lesson.slug}.ipynb`, json: notebookJson(lesson) };
+  });
 }
 
 export interface BuildStatus {

@@ -39,7 +39,7 @@ export class LessonError extends Error {
 }
 
 export const SLUG = /^\d{2}-[a-z0-9]+(?:-[a-z0-9]+)*$/;
-const ID = /^[A-Za-z][\w-]*$/;
+export const ID = /^[A-Za-z][\w-]*$/;
 const KEYS = ['title', 'objectives', 'lecture', 'estimated_minutes'] as const;
 type Key = (typeof KEYS)[number];
 const REQUIRED: readonly Key[] = ['title', 'objectives', 'lecture'];
@@ -127,6 +127,26 @@ function markdownCell(lines: string[], start: number): LessonCell | null {
   return a === b ? null : { kind: 'markdown', source: lines.slice(a, b).join('\n'), line: start + a };
 }
 
+/** The fenced block that line `i` opens, if any: its indent, info words and the index of its closing line. */
+export function fenceAt(lines: readonly string[], i: number, file: string): { indent: string; words: string[]; end: number } | null {
+  const open = /^( {0,3})(`{3,}|~{3,})(.*)$/.exec(lines[i]);
+  if (!open) return null;
+  const [, indent, fence, info] = open;
+  const close = (l: string) => {
+    const m = /^ {0,3}(`{3,}|~{3,})\s*$/.exec(l);
+    return m !== null && m[1][0] === fence[0] && m[1].length >= fence.length;
+  };
+  let j = i + 1;
+  while (j < lines.length && !close(lines[j])) j++;
+  if (j >= lines.length) throw new LessonError(file, i + 1, `the code block opened here (${fence}${info.trim()}) is never closed`);
+  return { indent, words: info.trim().split(/\s+/).filter((w) => w !== ''), end: j };
+}
+
+/** A ```ts block's code, without leading blank lines and trailing space. */
+export function blockSource(lines: readonly string[], open: number, end: number): string {
+  return lines.slice(open + 1, end).join('\n').replace(/^\s*\n/, '').trimEnd();
+}
+
 /**
  * The body: ```ts fences at the start of a line become code cells; every other fence (```sh, an indented ```ts
  * inside a list, a four-backtick block quoting a lesson) stays markdown, and its contents are never read as cells.
@@ -146,24 +166,15 @@ function parseBody(lines: string[], bodyStart: number, file: string): LessonCell
   let i = bodyStart;
   while (i < lines.length) {
     const line = lines[i];
-    const open = /^( {0,3})(`{3,}|~{3,})(.*)$/.exec(line);
-    if (!open) {
+    const block = fenceAt(lines, i, file);
+    if (!block) {
       if (prose.length === 0) proseStart = i + 1;
       prose.push(line);
       i++;
       continue;
     }
-    const [, indent, fence, info] = open;
+    const { indent, words, end: j } = block;
     const n = i + 1;
-    const close = (l: string) => {
-      const m = /^ {0,3}(`{3,}|~{3,})\s*$/.exec(l);
-      return m !== null && m[1][0] === fence[0] && m[1].length >= fence.length;
-    };
-    let j = i + 1;
-    while (j < lines.length && !close(lines[j])) j++;
-    if (j >= lines.length) throw new LessonError(file, n, `the code block opened here (${fence}${info.trim()}) is never closed`);
-
-    const words = info.trim().split(/\s+/).filter((w) => w !== '');
     const lang = words[0]?.toLowerCase();
     if (indent !== '' || (lang !== 'ts' && lang !== 'typescript')) {
       if (prose.length === 0) proseStart = i + 1;
@@ -173,7 +184,7 @@ function parseBody(lines: string[], bodyStart: number, file: string): LessonCell
     }
 
     const err = (m: string) => new LessonError(file, n, m);
-    const source = lines.slice(i + 1, j).join('\n').replace(/^\s*\n/, '').trimEnd();
+    const source = blockSource(lines, i, j);
     if (source.trim() === '') throw err('an empty ```ts block: a code cell needs code');
     const [, kind, id, ...extra] = words;
     let cell: LessonCell;

@@ -1,16 +1,39 @@
 /**
  * `servelab bench --json` prints the report the README documents; targets are judged from the measured numbers.
- * Timings on a shared machine are checked for consistency only; counts (sessions, bytes) are checked exactly.
+ * Counts (sessions, bytes) are checked exactly; timings against bounds a wrong number would cross: the fp32 GEMM
+ * rows against the same products timed here, the machine's measured peak and the run's own wall time.
  */
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { createDevice, Graph } from '../../engine/index.ts';
 import { checkTargets, engineTargets, type BenchReport } from '../../bench/run.ts';
 import type { EngineBench } from '../../bench/engine.ts';
 import { SETTINGS } from '../../bench/threads.ts';
 
+/** fp32 x [m, k] times a constant weight [k, n] on the cpu, timed here with a plain loop: the median of 9 runs. */
+async function fp32MatmulMs(m: number, k: number, n: number): Promise<number> {
+  const dev = await createDevice('cpu');
+  const w = dev.tensor(Float32Array.from({ length: k * n }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5), [k, n], 'fp32', { tag: 'weights' });
+  const x = dev.tensor(Float32Array.from({ length: m * k }, (_, i) => ((i * 104729) % 1000) / 1000 - 0.5), [m, k]);
+  const g = new Graph(`fp32 ${m}x${k}x${n}`);
+  g.output(g.op('MatMul', [g.input('x', 'fp32', [m, k]), g.constant('w', w)])[0]);
+  const once = async () => (await dev.run(g, [x]))[0].dispose();
+  for (let i = 0; i < 3; i++) await once();
+  const ts: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const t0 = performance.now();
+    await once();
+    ts.push(performance.now() - t0);
+  }
+  await dev.dispose();
+  return ts.sort((a, b) => a - b)[4];
+}
+
 describe('servelab bench', () => {
-  it('prints the documented JSON from a real (quick) run', () => {
+  it('prints the documented JSON from a real (quick) run', async () => {
+    const t0 = performance.now();
     const out = execFileSync('node', ['bin/servelab.js', 'bench', '--quick', '--json', '--device', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+    const wallMs = performance.now() - t0;
     const rep = JSON.parse(out) as BenchReport;
     expect(typeof rep.machine.cpu).toBe('string');
     expect(rep.machine.cores).toBeGreaterThan(0);
@@ -25,6 +48,20 @@ describe('servelab bench', () => {
       expect(r.gflops).toBeCloseTo((2 * r.m * r.k * r.n) / r.ms / 1e6, 6);
     }
     expect(rep.results.map((r) => r.dtype).sort()).toEqual(['fp32', 'fp32', 'int4', 'int4', 'int8', 'int8']);
+    // Every timed run happened inside the child process: the runs of each row cannot add up to more than it took.
+    expect(rep.results.reduce((t, r) => t + r.ms * r.runs, 0)).toBeLessThan(wallMs);
+    // The fp32 rows never above twice the machine's fp32 peak that the same run measured, and the compute-bound GEMM
+    // against the same product timed here, within a factor of 4: a shared machine is noisy (1.07 in one run), but a
+    // time in the wrong unit, a total of the runs or a product not computed is off by more. The decode GEMV reads
+    // 64 MiB and moves with whatever else uses memory bandwidth (2.4x apart in the same run), so it gets no such check.
+    for (const r of rep.results.filter((x) => x.dtype === 'fp32')) {
+      expect(r.gflops).toBeLessThan(2 * rep.machine.peakGflops);
+      if (r.m === 1) continue;
+      const here = await fp32MatmulMs(r.m, r.k, r.n);
+      expect(r.ms / here, `fp32 ${r.m}x${r.k}x${r.n}: ${r.ms} ms in the bench, ${here} ms here`).toBeGreaterThan(1 / 4);
+      expect(r.ms / here, `fp32 ${r.m}x${r.k}x${r.n}: ${r.ms} ms in the bench, ${here} ms here`).toBeLessThan(4);
+    }
+    expect(rep.results.filter((x) => x.dtype === 'fp32' && x.m > 1)).not.toHaveLength(0);
     expect(rep.overhead.engineUs).toBeGreaterThan(0);
     expect(rep.overhead.rawUs).toBeGreaterThan(0);
     expect(rep.targets.map((t) => t.name)).toContain('4-bit decode GEMV 1x4096x4096 at least 5x faster than fp32');

@@ -38,16 +38,25 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
     expect(past.every(([, y]) => y === null)).toBe(true);
     const f = (await value('{ fp16: fact.fp16.maxFinite, bf16: fact.bf16.maxFinite, u16: fact.fp16.unitRoundoff }')) as Record<string, number>;
     expect(f).toEqual({ fp16: 65504, bf16: 3.3895313892515355e38, u16: 2 ** -11 });
+    const said = markdownOf(outputsOf('powersOf4'));
+    expect(said).toContain('the exponent bits set the range, the fraction bits set the precision');
+    expect(said).toContain('fp16 has 10 fraction bits instead of 23: its epsilon is 8192x');
+    expect(said).toContain('the lost precision is the 13 missing fraction bits');
   });
 
-  it("reproduces the lecture's 10^6 -> inf in fp16, bf16 keeping it, and flush to zero", () => {
+  it("reproduces the lecture's 10^6 -> inf in fp16, bf16 keeping it but for 3.4e38, and underflow to 0", () => {
     const out = outputsOf('overflowTable');
     const text = displays(out).map((m) => String(dataOf(m)['text/plain'] ?? '')).join('\n');
     expect(text).toMatch(/torch\.tensor\(10\*\*6, dtype=torch\.float16\)\s+roundToDtype\('fp16', 1e6\)\s+Infinity/);
     expect(text).toMatch(/torch\.tensor\(10\*\*6, dtype=torch\.bfloat16\)\s+roundToDtype\('bf16', 1e6\)\s+999424/);
     const said = markdownOf(out);
     expect(said).toContain('anything from 65520 up overflows');
-    expect(said).toContain('1e-8 and 1e-40 **flush to zero** in fp16');
+    expect(said).toContain('In bf16 3 of these 4 stay finite');
+    expect(said).toContain("3.4e+38 overflows bf16 too: it lies past bf16's largest value, 3.38953e+38");
+    // Rounding below half the smallest subnormal, which is not the hardware's flush-to-zero mode.
+    expect(said).toContain('1e-8 and 1e-40 **underflow to 0** in fp16');
+    expect(said).toContain('not *flush to zero*');
+    expect(said).toContain('1e-7 is stored as 1.192e-7');
     expect(markdownOf(outputsOf('arithmeticOverflow()'))).toContain('fp16 turns **6 of 6**');
   });
 
@@ -83,7 +92,17 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
     const errors = tracesOf(figure('Relative error of the running sum'));
     expect(errors).toHaveLength(4);
     for (const t of errors) expect(t.y).toHaveLength(1000);
-    expect(markdownOf(outputsOf('accumulationError('))).toContain('The engine agrees with the loop above to the bit.');
+    const said = markdownOf(outputsOf('accumulationError('));
+    expect(said).toContain('The engine agrees with the loop above to the bit.');
+    // The mixed sum's error, split: the inputs' rounding to fp16 against the fp32 accumulator's own rounding.
+    const parts = (await value('{ inputRoundingError, accumulatorError }')) as { inputRoundingError: number; accumulatorError: number };
+    expect(parts.inputRoundingError).toBeGreaterThan(1e-7);
+    expect(parts.inputRoundingError).toBeLessThan(2e-6);
+    expect(parts.accumulatorError).toBeGreaterThan(3 * parts.inputRoundingError);
+    expect(parts.accumulatorError).toBeLessThan(2e-5);
+    expect(said).toContain("the fp32 accumulator's own rounding adds");
+    expect(said).toContain('the larger part');
+    expect(said).toContain('an fp32 ULP is 0.00390625 (2^-8)');
   });
 
   it('measures GEMM error against K on the device: flat with fp32 accumulation, growing with an fp16 accumulator', async () => {
@@ -98,13 +117,18 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
       // The CPU backend computes fp16 in fp32 and rounds once (its notes say so): the error does not grow with K.
       expect(v.dev16).toBeLessThan(2);
       expect(said).toContain('It stays near u');
+      // Against the fp16-rounded inputs only the result's rounding is left (<= u); against the fp32 inputs, more.
+      const m = (await value("{ compute: maxOf(dev16, 'maxRelCompute'), total: maxOf(dev16, 'maxRel') }")) as { compute: number; total: number };
+      expect(m.compute).toBeLessThanOrEqual(2 ** -11);
+      expect(m.total).toBeGreaterThan(m.compute);
+      expect(said).toContain('within u: the single rounding of the result');
     } else if (v.matchesSimulation) {
       expect(said).toContain("equal the simulated fp16 accumulator's at every K");
     }
     expect(said).toMatch(/An fp16 accumulator\*\* grows \*\*\d+x\*\*/);
   });
 
-  it('measures weight memory with the tracker: fp16 and bf16 exactly half of fp32', async () => {
+  it('measures weight memory with the tracker: fp16 and bf16 exactly half of fp32, NF4 in blocks of 64 with and without double quantization', async () => {
     const rows = (await value('mem.rows.map((r) => [r.dtype, r.formulaBytes, r.measuredBytes, r.released])')) as [string, number, number, boolean][];
     const params = 1024 * 1024;
     expect(rows.filter(([d]) => ['fp32', 'fp16', 'bf16'].includes(d))).toEqual([
@@ -113,8 +137,22 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
       ['bf16', params * 2, params * 2, true],
     ]);
     const traces = tracesOf(figure('Memory of one 1024 x 1024 weight'));
-    expect(traces.map((t) => t.y)).toContainEqual([4, 2, 2, 1, 0.5]);
-    expect(markdownOf(outputsOf('weightMemory('))).toContain('exactly as the formula says');
+    expect(traces[0].x).toEqual(['fp32', 'fp16', 'bf16', 'int8', 'nf4', 'nf4, double quantization']);
+    expect(traces.map((t) => t.y)).toContainEqual([4, 2, 2, 1, 0.5, 0.5]);
+    // Scales: int8 one fp32 per column; nf4 one fp32 per block of 64; double quantization one byte per block and
+    // one fp32 per 256 blocks (16384 blocks here).
+    const blocks = params / 64;
+    const scales = (await value('memRows.map((r) => r.scaleMeasuredBytes)')) as number[];
+    expect(scales).toEqual([0, 0, 0, 4 * 1024, 4 * blocks, blocks + 4 * (blocks / 256)]);
+    const bits = (await value('memRows.map(bitsWithScales)')) as number[];
+    expect(bits.slice(4)).toEqual([4.5, 4 + 8 / 64 + 32 / (64 * 256)]);
+    const said = markdownOf(outputsOf('weightMemory('));
+    expect(said).toContain('exactly as the formula says');
+    expect(said).toContain('the tracker counted exactly the predicted scale bytes in every row');
+    expect(said).toContain('**4.500 bits** per weight, 3.67 GiB for 7B');
+    expect(said).toContain('**4.127 bits** per weight, 3.36 GiB for 7B');
+    expect(said).toContain('5 bits (4.07 GiB)');
+    expect(said).toContain('from about 26.1 GiB to 13.0 GiB');
   });
 
   it('times MatMul per dtype and shows the device notes, with the truth about emulated fp16', async () => {
@@ -125,10 +163,16 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
     const said = markdownOf(out);
     const notes = (await value('dev.notes()')) as string[];
     for (const n of notes) expect(said).toContain(n);
+    // Each timing is quoted with its spread, from at least 9 timed runs.
+    const runs = (await value('speed.rows.map((r) => r.runs)')) as number[];
+    for (const n of runs) expect(n).toBeGreaterThanOrEqual(9);
+    expect(said).toMatch(/fp32 took [\d.]+ ms \(IQR [\d.]+-[\d.]+, \d+ runs\), fp16 [\d.]+ ms \(IQR/);
+    expect(said).toMatch(/The two interquartile ranges (overlap|do not overlap)/);
     const kind = await value('dev.kind');
     if (kind === 'cpu') {
       expect(said).toContain('no fp16 *arithmetic*');
       expect(said).toContain('casts to fp32, multiplies, and casts back');
+      expect(said).toMatch(/bf16, emulated too, ran at [\d.]+x fp32's speed \([\d.]+ ms \(IQR/);
     }
   });
 
@@ -137,7 +181,21 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
     expect(v.matmulShare).toBeGreaterThan(0.95);
     expect(v.expLimit).toBeCloseTo(Math.log(65504), 12);
     expect(v.firstInf).toBe(5);   // 5^2 x 4096 squares > 65504
-    expect(markdownOf(outputsOf('sequentialSum'))).toContain("is **inf** once the activations' rms reaches 5");
+    const said = markdownOf(outputsOf('sequentialSum'));
+    expect(said).toContain("is **inf** once the activations' rms reaches 5");
+    // The fp16 sum's error is the same at every power-of-two rms, and grows with the length of the sum.
+    const n = (await value("{ same: sameAtPowersOfTwo, rms: powerOfTwoRows.map((r) => r['activation rms']), byLength: lengthRows.map((r) => r['fp16 sum: relative error']) }")) as { same: boolean; rms: number[]; byLength: number[] };
+    expect(n.same).toBe(true);
+    expect(n.rms).toEqual([0.5, 1, 2, 4]);
+    for (let i = 1; i < n.byLength.length; i++) expect(n.byLength[i]).toBeGreaterThan(n.byLength[i - 1]);
+    expect(said).toContain('at rms 0.5, 1, 2, 4 alike');
+    expect(said).toContain('what sets the error is the length of the sum');
+    // The parameter share is counted; the paper's compute share is quoted, not measured, and the count says why it is a range.
+    const layers = markdownOf(outputsOf('paramCount'));
+    expect(layers).toContain('about 95% of the parameters and 65-85% of the computation');
+    expect(layers).toContain("the paper's 65-85% is quoted, not measured here");
+    const shares = (await value("flopRows.map((r) => r['projections share'])")) as number[];
+    expect(shares[0]).toBeGreaterThan(shares[shares.length - 1]);
   });
 
   it("the largest-value exercise names each slip: the starter, the implicit 1, fp32's bias, the reserved exponent, a hard-coded answer, then passes", async () => {
@@ -192,6 +250,7 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
     expect(tooLarge).toHaveLength(1);
     expect(tooLarge[0]).toMatchObject({ ok: false });
     expect(tooLarge[0].text).toContain('2x too large');
+    expect(tooLarge[0].text).toContain('2048 is where the sum of values in [0, 1) stopped');
     expect(tooLarge[0].text).toContain('At 1024 the gap to the next fp16 value is already 1');
     expect(tooLarge[0].text).toContain('*half* a gap');
 

@@ -1,6 +1,43 @@
 /** Lesson 02 end to end through the real kernel: every code cell in order, no errors, its measurements, and both exercises' feedback. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lessonRun, tracesOf, markdownOf, feedbackOf } from './lesson_run.ts';
+import { lessonRun, tracesOf, markdownOf, feedbackOf, displays, dataOf } from './lesson_run.ts';
+import type { Timing } from '../../engine/timing.ts';
+
+/** A timing as timeMs reports it: at least `minRuns` runs, its quartiles in order and its median that of its samples. */
+function expectTiming(t: Timing, minRuns: number, medianMs = t.medianMs): void {
+  expect(t.runs).toBeGreaterThanOrEqual(minRuns);
+  expect(t.samplesMs).toHaveLength(t.runs);
+  const sorted = [...t.samplesMs].sort((a, b) => a - b);
+  const mid = (sorted.length - 1) / 2;
+  expect(t.medianMs).toBeCloseTo((sorted[Math.floor(mid)] + sorted[Math.ceil(mid)]) / 2, 9);
+  expect(t.medianMs).toBe(medianMs);
+  expect(t.minMs).toBe(sorted[0]);
+  expect(t.minMs).toBeGreaterThan(0);
+  expect(t.q1Ms).toBeLessThanOrEqual(t.medianMs);
+  expect(t.q3Ms).toBeGreaterThanOrEqual(t.medianMs);
+}
+
+/** The LLM.int8() exercise solved (the reference solution); the exercise test breaks it one slip at a time. */
+const LLM_INT8_SOLUTION = `function llmInt8ByHand(x: number[][], wCodes: number[][], wStep: number[], threshold: number): number[][] {
+  const K = wCodes.length;
+  // Step 1: a dimension is an outlier if any token's |x| reaches the threshold.
+  const outlier = Array.from({ length: K }, (_, k) => x.some((row) => Math.abs(row[k]) >= threshold));
+  return x.map((row) => {
+    // Step 2: the token's step from its regular values only, their codes, the integer sum over them, rescaled.
+    let absmax = 0;
+    for (let k = 0; k < K; k++) if (!outlier[k]) absmax = Math.max(absmax, Math.abs(row[k]));
+    const step = absmax / 127;
+    const codes = row.map((v, k) => (outlier[k] ? 0 : Math.round(v / step)));
+    return wStep.map((ws, j) => {
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += codes[k] * wCodes[k][j];
+      let y = acc * step * ws;
+      // Step 3: the outlier dimensions times the same rows of W, dequantized from their codes.
+      for (let k = 0; k < K; k++) if (outlier[k]) y += row[k] * wCodes[k][j] * ws;
+      return y;
+    });
+  });
+}`;
 
 describe('lesson 02 (int8 quantization) through the kernel', () => {
   const { cells, ran, client, run, value, figure, outputsOf, liveChart, runAll } = lessonRun('lessons/02-int8.md');
@@ -24,12 +61,36 @@ describe('lesson 02 (int8 quantization) through the kernel', () => {
       for (const t of chart.traces) expect(t.y!.length).toBeGreaterThanOrEqual(5);
       expect(chart.text).toMatch(/\(closed, /);
     }
-    const speed = (await value('speed.map((s) => [s.shape, s.rows, s.format, s.ms])')) as [string, number, string, number][];
+    const speed = (await value('speed.map((s) => [s.shape, s.rows, s.format, s.ms, s.timing])')) as [string, number, string, number, Timing][];
     expect(speed.map(([shape, rows, format]) => [shape, rows, format])).toEqual([['decode', 1, 'fp32'], ['decode', 1, 'int8'], ['prefill', 256, 'fp32'], ['prefill', 256, 'int8']]);
-    for (const [, , , ms] of speed) expect(ms).toBeGreaterThan(0);
-    expect(markdownOf(outputsOf('const speedOf'))).toMatch(/At the prefill shape int8 ran \*\*[\d.]+x\*\* as fast as fp32; at the decode shape \*\*[\d.]+x\*\*/);
-    // The speed layers are freed once measured.
-    expect(await value('Object.values(speedLayers).every((l) => l.disposed) && speedW.disposed')).toBe(true);
+    for (const [, , , ms, t] of speed) expectTiming(t, 20, ms);
+    // Each live chart shows every timed run of its shape.
+    const decodeChart = liveChart(/^Decode \(1 x 2048/);
+    expect(decodeChart.traces.map((t) => t.y!.length)).toEqual([speed[0][4].runs, speed[1][4].runs]);
+    const speedText = markdownOf(outputsOf('const speedOf'));
+    expect(speedText).toMatch(/At the prefill shape int8 ran \*\*[\d.]+x \([\d.]+-[\d.]+\)\*\* as fast as fp32; at the decode shape \*\*[\d.]+x \([\d.]+-[\d.]+\)\*\*/);
+    // The bytes-only prediction is fp32's median scaled by the bytes held, and the sentence quotes both timings with their spread.
+    const predicted = (speed[0][3] * (K * K + 4 * K)) / (4 * K * K);
+    expect(speedText).toContain(`**${predicted.toPrecision(3)} ms**`);
+    expect(speedText).toMatch(/It took [\d.]+ ms \(IQR [\d.]+-[\d.]+, \d+ runs\)/);
+
+    // The cache check: the same 16 MiB read again and again against a 128 MiB weight read once per call.
+    const reads = (await value('{ small: reads.small, wide: reads.wide, smallRate, wideRate, cached, wideBytes: readBytes.wide, llc }')) as {
+      small: Timing; wide: Timing; smallRate: { median: number }; wideRate: { median: number }; cached: boolean; wideBytes: number; llc: number | null;
+    };
+    // The wide weight is at least four times the last-level cache, and at least eight layers.
+    expectTiming(reads.small, 15);
+    expectTiming(reads.wide, 15);
+    expect(reads.smallRate.median).toBeCloseTo((4 * K * K) / reads.small.medianMs / 1e6, 9);
+    expect(reads.wideBytes % (4 * K * K)).toBe(0);
+    expect(reads.wideBytes).toBeGreaterThanOrEqual(Math.max(8 * 4 * K * K, Math.min(4 * (reads.llc ?? 0), 32 * 4 * K * K)));
+    expect(reads.wideRate.median).toBeCloseTo(reads.wideBytes / reads.wide.medianMs / 1e6, 9);
+    const cacheText = markdownOf(outputsOf('const WIDE ='));
+    expect(cacheText).toContain(`The 16 MiB weight was read at **${reads.smallRate.median.toFixed(1)} GB/s**, the ${reads.wideBytes / 2 ** 20} MiB one at **${reads.wideRate.median.toFixed(1)} GB/s**`);
+    if (reads.llc) expect(cacheText).toContain(`This CPU's last-level cache holds ${reads.llc / 2 ** 20} MiB`);
+    expect(cacheText).toContain(reads.cached ? 'served at least partly from the CPU' : 'The small weight read');
+    // The speed layers and the weights are freed once measured.
+    expect(await value('Object.values(speedLayers).every((l) => l.disposed) && speedW.disposed && wideW.disposed && wideLayer.disposed')).toBe(true);
   });
 
   it('works the absmax example by hand and agrees with the engine, then checks the error against half a step', async () => {
@@ -120,14 +181,23 @@ describe('lesson 02 (int8 quantization) through the kernel', () => {
     expect(v.engineErr).toBeLessThan(0.01);
     expect(v.int8Share).toBeCloseTo(1 - 6 / 1024, 12);
     expect(markdownOf(outputsOf('findOutlierDims(xAct'))).toContain('exactly the planted ones');
+    // The byte counts are labelled in words and in KiB: 6 outlier rows of 256 fp16 weights are 3,072 bytes.
+    const reported = displays(outputsOf('findOutlierDims(xAct')).map((m) => String(dataOf(m)['text/plain'])).join('\n');
+    expect(reported).toMatch(/W's fp16 outlier rows this product gathered \(6 rows of 256\)\s+3 KiB \(3,072 B\)/);
+    expect(reported).toMatch(/X's fp16 outlier columns \(256 tokens x 6\)\s+3 KiB \(3,072 B\)/);
+    expect(reported).not.toMatch(/fp16Share|fp16Rows|int8Share/);
   });
 
   it('sweeps the threshold live and plots error against the share kept in fp16', async () => {
-    const chart = liveChart(/^LLM\.int8\(\) error as the threshold goes down/);
-    expect(chart.updates).toBeGreaterThan(1);
-    expect(chart.traces.map((t) => t.name)).toEqual(["paper's formula, error (%)", 'bitsandbytes, error (%)']);
+    // The chart is redrawn in place after every threshold, with the threshold (not the time) on its x axis.
+    const chart = liveChart(/^LLM\.int8\(\) error against the threshold$/);
+    expect(chart.updates).toBe(19);
+    expect(chart.traces.map((t) => t.name)).toEqual(["paper's formula", 'bitsandbytes']);
     const sweep = (await value('sweep.map((p) => [p.threshold, p.dims, p.paper, p.bitsandbytes])')) as [number | null, number, number, number][];
     expect(sweep).toHaveLength(19);
+    expect(chart.traces[0].x).toEqual(sweep.map(([t]) => t ?? 100));   // Infinity is drawn at 100, labelled ∞
+    expect(chart.traces[0].y).toEqual(sweep.map((p) => p[2]));
+    expect(chart.traces[1].y).toEqual(sweep.map((p) => p[3]));
     expect(sweep[0][1]).toBe(0);   // Infinity (JSON null): nothing in fp16
     const dims = sweep.map((p) => p[1]);
     for (let i = 1; i < dims.length; i++) expect(dims[i]).toBeGreaterThanOrEqual(dims[i - 1]);
@@ -138,7 +208,11 @@ describe('lesson 02 (int8 quantization) through the kernel', () => {
     expect(at6[3]).toBeGreaterThan(at6[2]);   // bitsandbytes' outlier rows carry W's rounding error
     const traces = tracesOf(figure('LLM.int8() error against the share of values kept in fp16'));
     expect(traces.map((t) => t.name)).toEqual(["paper's formula", 'bitsandbytes', 'naive int8 (nothing in fp16)', 'fp16']);
-    expect(markdownOf(outputsOf('const distinct ='))).toMatch(/At threshold 6, \*\*0\.59%\*\* of the values in fp16 cut the error \*\*\d+x\*\*/);
+    const sweepText = markdownOf(outputsOf('const distinct ='));
+    expect(sweepText).toMatch(/At threshold 6, \*\*0\.59%\*\* of the values in fp16 cut the error \*\*\d+x\*\*/);
+    // The gap the threshold sits in is the generator's doing, and the text says so.
+    expect(sweepText).toContain('That gap is built into the data');
+    expect(sweepText).not.toContain('once for all models');
   });
 
   it('counts outlier dimensions: naive int8 jumps with the first, the paper stays flat, bitsandbytes grows', async () => {
@@ -171,8 +245,33 @@ describe('lesson 02 (int8 quantization) through the kernel', () => {
     expect(of.int8.withO / of['llm.int8 (paper)'].withO).toBeGreaterThan(5);
     expect(of.int8.withO / of['llm.int8 (bitsandbytes)'].withO).toBeGreaterThan(2);
     expect(of.int4.clean).toBeGreaterThan(of.int8.clean);
-    expect(markdownOf(outputsOf('const FORMATS:'))).toContain("agrees with every layer's own byte count");
+    const swapText = markdownOf(outputsOf('const FORMATS:'));
+    expect(swapText).toContain("agrees with every layer's own byte count");
+    // This int4 layer is weight-only (accuracy level 0), and the text says so from the layer's own description.
+    expect(swapText).toContain('MatMulNBits at accuracy level 0');
     expect(tracesOf(figure('Bits per weight against error, by format'))[0].x).toHaveLength(7);
+    const timings = (await value('linearRows.map((r) => r.timing)')) as Timing[];
+    for (const t of timings) expectTiming(t, 15);
+    expect(swapText).toMatch(/LLM\.int8\(\) took [\d.]+ ms \(IQR [\d.]+-[\d.]+, \d+ runs\) per forward/);
+  });
+
+  it('takes the time of LLM.int8() apart: the scan, the int8 passes, the decomposition, against fp32', async () => {
+    const p = (await value('{ pieces, outliersAt }')) as { pieces: Record<string, Record<string, Timing>>; outliersAt: Record<string, number> };
+    expect(Object.keys(p.pieces)).toEqual(['16', '256']);
+    for (const tokens of ['16', '256']) {
+      expect(Object.keys(p.pieces[tokens])).toEqual(['fp32', 'int8', 'scan', 'none', 'paper', 'bitsandbytes']);
+      for (const t of Object.values(p.pieces[tokens])) expectTiming(t, 15);
+    }
+    expect(p.outliersAt['256']).toBe(6);
+    expect(p.outliersAt['16']).toBeGreaterThan(0);
+    const text = markdownOf(outputsOf('const BATCHES ='));
+    const ratio = (t: string, piece: string) => p.pieces[t][piece].medianMs / p.pieces[t].fp32.medianMs;
+    expect(text).toContain(`LLM.int8() with the paper's formula took **${ratio('16', 'paper').toFixed(2)}x (`);
+    expect(text).toContain(`the scan alone took ${p.pieces['256'].scan.medianMs.toPrecision(3)} ms (IQR`);
+    const bars = tracesOf(figure('Time of each piece relative to the fp32 product (medians)'));
+    expect(bars.map((b) => b.name)).toEqual(['16 tokens', '256 tokens']);
+    expect(bars[1].y).toEqual(['fp32', 'int8', 'scan', 'none', 'paper', 'bitsandbytes'].map((k) => ratio('256', k)));
+    expect(await value('Object.values(swapLayers).every((l) => l.disposed)')).toBe(true);
   });
 
   it('the absmax exercise names each slip (the 127, absmax itself, max without abs, no rounding, truncation), then passes', async () => {
@@ -249,5 +348,59 @@ while (!(await errorAt(__best === 0 ? Infinity : __maxima[__best - 1])).meetsTar
     expect(right[0]).toMatchObject({ ok: true });
     expect(right[0].text).toContain(`${best} dimension`);
     expect(right[0].text).toContain("the paper's 6 keeps");
+
+    // A threshold typed from the table of maxima, as shown, catches its column.
+    const shown = displays(ran.find((r) => r.source.includes('const graded ='))!.outputs).map((m) => String(dataOf(m)['text/plain']))[0];
+    const shownMax = Number(shown.split('\n').find((l) => new RegExp(`^\\s*${best}\\s`).test(l))!.trim().split(/\s+/)[2]);
+    expect(shownMax).toBeLessThanOrEqual(maxima[best - 1]);
+    expect(shownMax).toBeGreaterThan(maxima[best - 1] - 1e-4);
+    const typed = await attempt(shownMax);
+    expect(typed[0]).toMatchObject({ ok: true });
+    expect(typed[0].text).toContain(`to ${shown.split('\n').find((l) => new RegExp(`^\\s*${best}\\s`).test(l))!.trim().split(/\s+/)[2]} gives this same split`);
+    // The two tries are labelled in words, not with the result's field names.
+    const tries = displays(ran.find((r) => r.source.includes('const graded ='))!.outputs).map((m) => String(dataOf(m)['text/plain']))[1];
+    expect(tries).toContain('meets the target');
+    expect(tries).not.toMatch(/meetsTarget|fp16Share|true|false/);
+  }, 120_000);
+
+  it('the LLM.int8() exercise names each slip (> for >=, no abs, the step from all values, a missing part, raw codes, truncation), then passes', async () => {
+    const checkCell = cells.find((c) => c.kind === 'check' && c.id === 'llmint8')!;
+    const starter = feedbackOf(ran.find((r) => r.kind === 'check' && r.source === checkCell.source)!.outputs);
+    expect(starter).toEqual([expect.objectContaining({ check: 'feedback', ok: false, text: expect.stringContaining('not finite numbers') })]);
+    expect(await value('{ dims: exParts.outlierDims, agree: exRulesAgree }')).toEqual({ dims: [11, 19, 30, 51], agree: true });
+
+    const attempt = async (edits: [string, string][] = []) => {
+      let code = LLM_INT8_SOLUTION;
+      for (const [from, to] of edits) {
+        expect(code).toContain(from);
+        code = code.replace(from, to);
+      }
+      await run(code);
+      return feedbackOf(await run(checkCell.source));
+    };
+    const slip = async (edits: [string, string][], says: string) => {
+      const f = await attempt(edits);
+      expect(f).toHaveLength(1);
+      expect(f[0]).toMatchObject({ ok: false });
+      expect(f[0].text).toContain(says);
+    };
+    await slip([['Math.abs(row[k]) >= threshold', 'Math.abs(row[k]) > threshold']], 'compare with `>=`, not `>`');
+    await slip([['Math.abs(row[k]) >= threshold', 'row[k] >= threshold']], 'not x.');
+    await slip([['if (!outlier[k]) absmax', 'absmax']], "naive int8's step");
+    await slip([['if (!outlier[k]) absmax', 'absmax'], ['outlier[k] ? 0 : Math.round(v / step)', 'Math.round(v / step)']], 'counts the outlier dimensions twice');
+    await slip([['for (let k = 0; k < K; k++) if (outlier[k]) y += row[k] * wCodes[k][j] * ws;', '']], 'only the int8 part');
+    await slip([['y += row[k] * wCodes[k][j] * ws;', 'y += row[k] * wCodes[k][j];']], "raw codes");
+    await slip([['Math.round(v / step)', 'Math.trunc(v / step)']], 'truncated toward zero');
+    await slip([['let y = acc * step * ws;', 'let y = acc / (step * ws);']], 'so multiply');
+    // A slip the check has no name for gets the steps to check and the tokens furthest off.
+    await slip([['const step = absmax / 127;', 'const step = absmax / 128;']], 'the tokens furthest off are');
+
+    const right = await attempt();
+    expect(right).toHaveLength(1);
+    expect(right[0]).toMatchObject({ ok: true });
+    expect(right[0].text).toContain('Dimensions 11, 19, 30, 51 went to fp16');
+    // The same decomposition written with the scale s = 127 / max|x| passes too.
+    const withScale = await attempt([['Math.round(v / step)', 'Math.round(v * (127 / absmax))']]);
+    expect(withScale[0]).toMatchObject({ ok: true });
   }, 120_000);
 });

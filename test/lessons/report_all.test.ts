@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 describe('servelab report --all', () => {
   it('writes one report per lesson and an index, every cell passing', () => {
     const out = mkdtempSync(join(tmpdir(), 'servelab-report-all-'));
-    const lessons = readdirSync('lessons').filter((f) => /^\d\d-.*\.md$/.test(f)).sort();
+    const lessons = readdirSync('lessons').filter((f) => /^\d\d-[a-z0-9-]+\.md$/.test(f)).sort(); // not NN-slug.solutions.md
     expect(lessons.length).toBeGreaterThanOrEqual(3);
     const r = spawnSync('node', ['bin/servelab.js', 'report', '--all', '-o', out], { encoding: 'utf8', timeout: 600_000 });
     expect(r.status, r.stderr).toBe(0);

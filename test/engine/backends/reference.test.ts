@@ -34,13 +34,6 @@ const CASES = JSON.parse(readFileSync(new URL('../../fixtures/ops/cases.json', i
 
 const FP32 = { rtol: 2.4e-7, atol: 1e-7 };
 
-/**
- * Cases where the reference backend is off by one ulp: reference.ts encodes a float64 result to fp16/bf16 by way of
- * a Float32Array, and these sums sit 2^-30 above an fp16/bf16 rounding midpoint, so the fp32 step lands exactly on
- * the midpoint and ties to even, downward. Remove an entry once encode() rounds float64 straight to the dtype.
- */
-
-
 const hex = (h: number) => '0x' + h.toString(16).padStart(4, '0');
 
 /** Mismatches as readable lines (at most 5), so a failure names the element, the values and the distance. */
@@ -83,6 +76,20 @@ describe('reference backend against numpy (test/fixtures/ops/cases.json)', () =>
       'LayerNormalization', 'RMSNorm', 'Gelu', 'SiLU', 'Sigmoid', 'Gather', 'Reshape', 'Transpose', 'Cast', 'Attention',
       'Abs', 'ReduceMax', 'Round', 'Clip', 'QuantizeLinear', 'DequantizeLinear']) {
       expect(ops.has(op as OpName), op).toBe(true);
+    }
+  });
+
+  it('holds the double-rounding traps: a kernel rounding its float64 sum through fp32 fails them by one ulp', () => {
+    // Each sum sits 2^-30 above a rounding midpoint of the dtype. Rounded once it goes up; rounded to fp32 first it
+    // lands on the midpoint itself and ties to even, downward. The cases below must then catch such a kernel.
+    for (const [name, dtype, toBits] of [['MatMul fp16 midpoint plus 2^-30', 'fp16', fp32ToFp16], ['MatMul bf16 midpoint plus 2^-30', 'bf16', fp32ToBf16]] as const) {
+      const c = CASES.find((x) => x.name === name)!;
+      expect(c, name).toBeDefined();
+      const [a, b] = c.inputs as Operand[];
+      const exact = a.data.reduce((s, x, i) => s + x * b.data[i], 0);   // exact in float64: a few fp16/bf16 products
+      const want = toBits(c.outputs[0].data[0]);
+      const viaFp32 = toBits(Math.fround(exact));
+      expect(viaFp32, `${dtype}: rounding through fp32 lands one ulp low`).toBe(want - 1);
     }
   });
 

@@ -3,11 +3,41 @@ import { describe, expect, it } from 'vitest';
 import {
   NF4_CODE, assertEvenPack, nearestNf4, pack4, packInt4, unpack4, unpackInt4,
 } from '../../../engine/dtype/index.ts';
+import { createDevice, Graph } from '../../../engine/index.ts';
 
 describe('pack4 / unpack4', () => {
   it('puts element 2i in the low nibble of byte i', () => {
     expect(Array.from(pack4(Uint8Array.of(0x1, 0x2, 0xf, 0x0)))).toEqual([0x21, 0x0f]);
     expect(Array.from(unpack4(Uint8Array.of(0xab, 0x5c), 4))).toEqual([0xb, 0xa, 0xc, 0x5]);
+  });
+
+  it("is MatMulNBits' order: onnxruntime reads the low nibble as the first element of a pair", async () => {
+    // One block of K = 16 for one output: byte 0 holds codes 1 (k = 0) and 2 (k = 1); every other code is 8, the
+    // default zero point, so it contributes 0. A one-hot x at k picks (code_k - 8) * scale.
+    const dev = await createDevice('cpu');
+    const codes = pack4(Uint8Array.of(1, 2, ...new Array(14).fill(8)));
+    expect(Array.from(codes)).toEqual([0x21, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88]);
+    const g = new Graph('nibble order');
+    const x = g.input('x', 'fp32', [2, 16]);
+    const w = dev.tensor(codes, [1, 1, 8], 'uint8', { tag: 'weights' });
+    const s = dev.tensor([0.5], [1], 'fp32', { tag: 'weights' });
+    g.output(g.op('MatMulNBits', [x, g.constant('codes', w), g.constant('scales', s), null], { K: 16, N: 1, blockSize: 16, bits: 4 })[0]);
+    const oneHot = new Float32Array(32);
+    oneHot[0] = 1;        // row 0: k = 0
+    oneHot[16 + 1] = 1;   // row 1: k = 1
+    const [y] = await dev.run(g, [dev.tensor(oneHot, [2, 16])]);
+    // Low nibble first: (1 - 8) * 0.5 and (2 - 8) * 0.5. bitsandbytes' order (high nibble first) would give -3, -3.5.
+    expect(Array.from(y.toFloat32())).toEqual([-3.5, -3]);
+    await dev.dispose();
+  });
+
+  it("is not bitsandbytes' order: a bitsandbytes byte read here comes back with the pair swapped", () => {
+    // bitsandbytes' kQuantizeBlockwise: qvals[j] = code(vals[2j]) << 4 | code(vals[2j + 1]); hand-made for [1, 2]:
+    const bitsandbytesByte = (1 << 4) | 2;
+    expect(bitsandbytesByte).toBe(0x12);
+    expect(Array.from(unpack4(Uint8Array.of(bitsandbytesByte), 2))).toEqual([2, 1]);
+    const swapped = ((bitsandbytesByte & 0x0f) << 4) | (bitsandbytesByte >>> 4);
+    expect(Array.from(unpack4(Uint8Array.of(swapped), 2))).toEqual([1, 2]);
   });
 
   it('round trips every code at every position, even and odd lengths', () => {

@@ -23,12 +23,12 @@ describe('overflowTable', () => {
     expect(row(65504).bf16).toBe(65536);
   });
 
-  it('tiny values: subnormal, or flushed to zero', () => {
+  it('tiny values: subnormal, or rounded to zero (underflow)', () => {
     expect(row(1e-7)).toMatchObject({ fp16: 2 ** -23, kind: { fp16: 'subnormal', bf16: 'normal' } });
     expect(row(1e-8)).toMatchObject({ fp16: 0, kind: { fp16: 'zero', bf16: 'normal' } });
     const r = row(1e-40);
     expect(r.kind).toEqual({ fp32: 'subnormal', fp16: 'zero', bf16: 'subnormal' });
-    expect(r.note).toMatch(/fp16: flushes to 0/);
+    expect(r.note).toMatch(/fp16: underflows to 0/);
     expect(row(3.4e38).kind).toEqual({ fp32: 'normal', fp16: 'inf', bf16: 'inf' });
   });
 

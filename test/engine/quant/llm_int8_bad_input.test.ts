@@ -47,11 +47,26 @@ describe('LLM.int8: bad input', () => {
     const dev = await device('cpu');
     const w = await quantizeLlmInt8Weight(dev.tensor(wValues(3, 2), [3, 2], 'fp32', { tag: 'weights' }));
     await expect(llmInt8Matmul(dev.tensor([1, 70000, 2], [1, 3]), w)).rejects.toThrow(/outlier dimension 1 holds \|x\| = 70000, beyond fp16's range/);
-    // Below the threshold it is no outlier and goes through int8 (Infinity: no decomposition at all).
-    await expect(llmInt8Matmul(dev.tensor([1, 70000, 2], [1, 3]), w, { threshold: Infinity })).resolves.toBeDefined();
+    // Below the threshold it is no outlier and goes through int8 (Infinity: no decomposition at all). The row's scale
+    // is 70000 / 127, so 1 and 2 round to code 0 and y[n] = 127 * code(W[1, n]) * (70000 / 127) * (absmax_n / 127).
+    const r = await llmInt8Matmul(dev.tensor([1, 70000, 2], [1, 3]), w, { threshold: Infinity });
+    expect([r.outlierDims, r.fp16Share]).toEqual([[], 0]);
+    const W = wValues(3, 2).map(Math.fround);
+    const expected = [0, 1].map((n) => {
+      const absmax = Math.max(...[0, 1, 2].map((k) => Math.abs(W[k * 2 + n])));
+      return 127 * Math.round((W[2 + n] * 127) / absmax) * (70000 / 127) * (absmax / 127);
+    });
+    const y = Array.from(r.y.toFloat32());
+    expect(y).toHaveLength(2);
+    for (let n = 0; n < 2; n++) expect(Math.abs(y[n] - expected[n]) / Math.abs(expected[n])).toBeLessThan(1e-5);
     const big = dev.tensor([1, 2, 1e5, 4], [2, 2], 'fp32', { tag: 'weights' });
     await expect(quantizeLlmInt8Weight(big)).rejects.toThrow(/w\[2\] = 100000 is beyond fp16's range/);
-    await expect(quantizeLlmInt8Weight(big, { variant: 'bitsandbytes' })).resolves.toBeDefined();
+    // bitsandbytes keeps no fp16 copy, so a weight beyond fp16 is only int8 codes: column absmax 1e5 and 4.
+    const bnb = await quantizeLlmInt8Weight(big, { variant: 'bitsandbytes' });
+    expect(bnb.fp16).toBeNull();
+    expect(Array.from(bnb.int8.q.toArray())).toEqual([0, 64, 127, 127]);   // round(127 / 1e5), round(63.5) = 64; 127, 127
+    const scales = Array.from(bnb.int8.scale.toFloat32());
+    expect(scales).toEqual([Math.fround(1e5 / 127), Math.fround(4 / 127)]);
   });
 
   it('shapes and devices that do not match', async () => {

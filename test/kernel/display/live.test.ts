@@ -149,7 +149,66 @@ describe('live chart', () => {
     const f = fig(sink.forId(chart.displayId).at(-1)!);
     expect(trace(f, 'matmul (GFLOP/s)').yaxis).toBe('y2');
     expect(f.layout.yaxis2).toMatchObject({ title: { text: 'GFLOP/s' }, anchor: 'x' });
-    expect(f.layout.yaxis).toMatchObject({ ticksuffix: 'B' });
+    expect(f.layout.yaxis).toMatchObject({ tickvals: [0, 16, 32, 48, 64], ticktext: ['0 B', '16 B', '32 B', '48 B', '64 B'] });
+  });
+
+  it('the memory axis counts in binary units: 64 MiB of weights shows as 64 MiB, not 67MB', () => {
+    const MiB = 2 ** 20;
+    const memory = new MemoryTracker('cpu');
+    const chart = live({ sink, memory });
+    memory.allocate(64 * MiB, 'weights', 'W fp32');
+    memory.allocate(8.5 * MiB, 'weights', 'W 4-bit');
+    chart.close();
+    const f = fig(sink.forId(chart.displayId).at(-1)!);
+    const axis = f.layout.yaxis as { tickvals: number[]; ticktext: string[]; tickformat?: string; ticksuffix?: string };
+    expect(axis.ticktext).toEqual(['0 B', '16 MiB', '32 MiB', '48 MiB', '64 MiB', '80 MiB']);
+    expect(axis.tickvals).toEqual([0, 16, 32, 48, 64, 80].map((m) => m * MiB));
+    expect(axis.tickformat).toBeUndefined();
+    expect(axis.ticksuffix).toBeUndefined();
+    expect(trace(f, 'weights').hovertemplate).toBe('%{y:,.0f} B');
+    expect(trace(f, 'weights').y.at(-1)).toBe(72.5 * MiB); // the data stay exact bytes
+    expect(sink.forId(chart.displayId).at(-1)!.bundle['text/plain']).toContain('live 72.5 MiB (weights 72.5 MiB)');
+  });
+
+  it('a budget above the data sets the top tick, so its line is on the scale', () => {
+    const memory = new MemoryTracker('cpu', { budget: 3 * 2 ** 30 });
+    const chart = live({ sink, memory });
+    memory.allocate(2 ** 20, 'kv');
+    chart.close();
+    const ticktext = (fig(sink.forId(chart.displayId).at(-1)!).layout.yaxis as { ticktext: string[] }).ticktext;
+    expect(ticktext).toEqual(['0 B', '512 MiB', '1 GiB', '1.5 GiB', '2 GiB', '2.5 GiB', '3 GiB']);
+  });
+
+  it('against a swept variable: x from the sample, markers on, the variable named on the axis and in the text', () => {
+    const chart = live({
+      sink,
+      title: 'rows per second',
+      x: { key: 'batch', label: 'rows per step (batch)', type: 'log' },
+      series: { measured: { unit: 'rows/s' }, roofline: { unit: 'rows/s', style: { line: { dash: 'dash' } } } },
+    });
+    for (const batch of [1, 2, 4, 8]) chart.push({ batch, measured: 100 * batch, roofline: 120 * batch });
+    chart.push({ batch: Infinity, measured: 1 }); // no place on the axis: skipped as a whole
+    chart.close();
+    const last = sink.forId(chart.displayId).at(-1)!;
+    const f = fig(last);
+    // On a log scale the ticks are the swept values, not Plotly's 1, 2, 5, 10 with every digit between.
+    expect(f.layout.xaxis).toEqual({ title: { text: 'rows per step (batch)' }, type: 'log', tickvals: [1, 2, 4, 8], ticktext: ['1', '2', '4', '8'] });
+    const measured = trace(f, 'measured (rows/s)');
+    expect(measured).toMatchObject({ mode: 'lines+markers', x: [1, 2, 4, 8], y: [100, 200, 400, 800] });
+    expect(trace(f, 'roofline (rows/s)')).toMatchObject({ x: [1, 2, 4, 8], line: { dash: 'dash' } });
+    expect(f.data.map((t) => t.name)).toEqual(['measured (rows/s)', 'roofline (rows/s)']); // batch is no series
+    expect(last.bundle['text/plain']).toContain('measured: last 800 rows/s at batch 8, mean 375 rows/s (4 samples)');
+    expect(chart.series().x).toEqual({ key: 'batch', label: 'rows per step (batch)' });
+    expect(chart.series().series[0].t).toEqual([1, 2, 4, 8]);
+  });
+
+  it('a sweep that goes down reverses its axis; a push without the x key or with memory is an error', () => {
+    const chart = live({ sink, x: { key: 'threshold', reversed: true } });
+    chart.push({ threshold: 6, error: 0.01 });
+    expect(() => chart.push({ error: 0.02 })).toThrow(/plots against 'threshold': push\(\{ threshold: <number>/);
+    chart.close();
+    expect(fig(sink.forId(chart.displayId).at(-1)!).layout.xaxis).toEqual({ title: { text: 'threshold' }, type: 'linear', autorange: 'reversed' });
+    expect(() => live({ sink, x: 'batch', memory: new MemoryTracker('cpu') })).toThrow(/memory is sampled in time/);
   });
 
   it('long runs stay bounded: points are merged, counts and means stay exact', () => {

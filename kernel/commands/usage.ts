@@ -1,0 +1,121 @@
+/** What each `servelab` command takes: `servelab --help` lists them all, `servelab <command> --help` prints one. */
+
+interface Command {
+  /** The command's forms, as typed. */
+  synopsis: string[];
+  /** What it does, in a line or two. */
+  summary: string;
+  /** [flag, meaning] pairs. */
+  options: [string, string][];
+  /** Whether SERVELAB_DEVICE matters to it. */
+  device: boolean;
+}
+
+export const COMMANDS: Record<string, Command> = {
+  kernel: {
+    synopsis: ['kernel install [--user | --prefix DIR]', 'kernel start -f CONNECTION_FILE'],
+    summary: 'register the Jupyter kernelspec servelab ("TypeScript (servelab)"), or run the kernel (Jupyter calls start)',
+    options: [
+      ['--user', 'install: into your own Jupyter data folder (no root needed)'],
+      ['--prefix DIR', 'install: into DIR/share/jupyter/kernels, e.g. a virtual environment'],
+      ['-f, --connection-file FILE', 'start: the connection file Jupyter writes for the kernel'],
+    ],
+    device: true,
+  },
+  build: {
+    synopsis: ['build [--check] [--root DIR]'],
+    summary: 'lessons/NN-slug.md -> notebooks/NN-slug.ipynb (reference solutions never go into a notebook)',
+    options: [
+      ['--check', 'write nothing; exit 1 listing stale or missing notebooks'],
+      ['--root DIR', 'the project folder holding lessons/ and notebooks/ (default: the current folder)'],
+    ],
+    device: false,
+  },
+  report: {
+    synopsis: ['report <lesson.md|notebook.ipynb>... [-o DIR] [--all] [--solutions] [--server URL --token T]'],
+    summary: 'execute through the kernel and write standalone HTML reports and an index; exits 1 if a cell failed',
+    options: [
+      ['-o, --out DIR', 'where the reports go (default: reports)'],
+      ['--all', "every lesson in lessons/, in order"],
+      ['--solutions', "run each exercise's reference solution (lessons/NN-slug.solutions.md) instead of its starter code: a complete report for instructors; a missing solution is named and its starter code runs"],
+      ['--server URL', 'run through the kernel of a Jupyter server at URL instead of one started here'],
+      ['--token T', "the server's token"],
+    ],
+    device: true,
+  },
+  device: {
+    synopsis: ['device [--json]'],
+    summary: 'the selected device: GPU adapter (if any) and CPU (model, cores, SIMD)',
+    options: [['--json', 'print it as JSON']],
+    device: true,
+  },
+  bench: {
+    synopsis: ['bench [--json] [--out FILE] [--quick] [--device cpu|webgpu]'],
+    summary: 'GEMM throughput (fp32, int8, 4-bit), engine overhead, fp32 peak; targets checked',
+    options: [
+      ['--json', 'print the results as JSON'],
+      ['--out FILE', 'also save them to FILE'],
+      ['--quick', 'fewer shapes and runs'],
+      ['--device cpu|webgpu', 'the device to measure (default: SERVELAB_DEVICE, else cpu)'],
+    ],
+    device: true,
+  },
+  'gpu-check': {
+    synopsis: ['gpu-check [--out DIR]'],
+    summary: 'pack the WebGPU check into one folder for a GPU machine without Node or network',
+    options: [['--out DIR', 'where the folder goes (default: gpu-check)']],
+    device: false,
+  },
+};
+
+const SUMMARY_COLUMN = 25;
+
+const ENVIRONMENT = `environment:
+  SERVELAB_DEVICE=auto|cpu|webgpu|reference   device selection (default auto)`;
+
+/** `text` wrapped into lines of at most `columns` characters, the lines after the first indented by `width`. */
+function wrap(text: string, width: number, columns = 100): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && width + line.length + 1 + word.length > columns) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  lines.push(line);
+  return lines.join(`\n${' '.repeat(width)}`);
+}
+
+/** The overview `servelab --help` prints. */
+export function usage(): string {
+  const lines = ['usage: servelab <command> [options]', '', 'commands:'];
+  for (const c of Object.values(COMMANDS)) {
+    const forms = c.synopsis.map((s) => `  ${s}`);
+    const last = forms.pop()!;
+    lines.push(...forms);
+    // A short form takes its summary on the same line; a long one on the next.
+    if (last.length < SUMMARY_COLUMN - 1) lines.push(`${last.padEnd(SUMMARY_COLUMN)}${wrap(c.summary, SUMMARY_COLUMN)}`);
+    else lines.push(last, `${' '.repeat(SUMMARY_COLUMN)}${wrap(c.summary, SUMMARY_COLUMN)}`);
+  }
+  lines.push('', "`servelab <command> --help` describes one command's options.", '', ENVIRONMENT);
+  return lines.join('\n');
+}
+
+/** One command's usage, as `servelab <command> --help` prints it. */
+export function commandUsage(name: keyof typeof COMMANDS | string): string {
+  const c = COMMANDS[name];
+  const width = Math.max(...c.options.map(([flag]) => flag.length)) + 4;
+  return [
+    ...c.synopsis.map((s, i) => `${i === 0 ? 'usage:' : '      '} servelab ${s}`),
+    '',
+    c.summary,
+    '',
+    'options:',
+    ...c.options.map(([flag, text]) => `  ${flag.padEnd(width - 2)}${wrap(text, width)}`),
+    ...(c.device ? ['', ENVIRONMENT] : []),
+  ].join('\n');
+}
+
+/** `--help` or `-h` anywhere among a command's arguments. */
+export const wantsHelp = (args: readonly string[]) => args.some((a) => a === '--help' || a === '-h');
