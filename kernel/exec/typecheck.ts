@@ -85,9 +85,13 @@ export class CellChecker {
    * it does not redefine. Everything is appended, so the cell's own lines and columns do not move.
    */
   private withContext(code: string): string {
+    return `${withModuleMarker(code)}\n${this.earlierImports(code).join('\n')}`;
+  }
+
+  /** Import statements of earlier cells for the names this cell does not declare or import itself. */
+  private earlierImports(code: string): string[] {
     const own = topLevelNames(code);
-    const prev = [...this.imported].filter(([n]) => !own.declared.has(n) && !own.imports.has(n)).map(([, stmt]) => stmt);
-    return `${withModuleMarker(code)}\n${prev.join('\n')}`;
+    return [...this.imported].filter(([n]) => !own.declared.has(n) && !own.imports.has(n)).map(([, stmt]) => stmt);
   }
 
   private set(file: string, text: string): void {
@@ -112,10 +116,13 @@ export class CellChecker {
   /** Records what a cell that ran declared, so later cells are checked against it. */
   commit(code: string): void {
     const own = topLevelNames(code);
+    // Declarations are emitted with the earlier cells' imports in scope: a value made from an imported function
+    // keeps its type instead of becoming any.
+    const context = this.earlierImports(code);
     for (const n of [...own.declared, ...own.imports.keys()]) this.imported.delete(n);
     for (const [n, stmt] of own.imports) this.imported.set(n, stmt);
     for (const c of this.cells) for (const n of own.imports.keys()) c.decls.delete(n);
-    this.set(this.cellFile, exportAll(code));
+    this.set(this.cellFile, `${exportAll(code)}\n${context.join('\n')}`);
     const out = this.service.getEmitOutput(this.cellFile, true);
     const dts = out.outputFiles.find((f) => f.name.endsWith('.d.ts'))?.text ?? '';
     const mine = splitDeclarations(dts);

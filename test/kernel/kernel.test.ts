@@ -37,6 +37,17 @@ describe('servelab kernel', () => {
     expect(again.outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': "'THREE'" });
   });
 
+  it('a value made in one cell from an earlier cell\'s import keeps its type in later cells', async () => {
+    await k.execute("import { createDevice as makeDevice } from 'servelab';");
+    const made = await k.execute("const dev2 = await makeDevice('reference');\nconst xs = Array.from([1, 2, 3]);");
+    expect(made.reply.content.status).toBe('ok');
+    const bad = await k.execute('const s: string = dev2.memory.live;\nconst t: string = xs[0];');
+    expect(bad.reply.content.ename).toBe('TypeScriptError');
+    const tb = (bad.reply.content.traceback as string[]).join('\n');
+    expect(tb).toMatch(/line 1, column 7: Type 'number' is not assignable to type 'string'/);
+    expect(tb).toMatch(/line 2, column 7: Type 'number' is not assignable to type 'string'/);
+  });
+
   it('reports a runtime error with a traceback in the cell\'s own lines', async () => {
     const { reply, outputs } = await k.execute("function f(x: number) {\n  if (x > 1) throw new RangeError('too big: ' + x);\n  return x;\n}\n\nf(1) + f(2)");
     expect(reply.content).toMatchObject({ status: 'error', ename: 'RangeError', evalue: 'too big: 2' });
