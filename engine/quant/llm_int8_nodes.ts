@@ -78,9 +78,10 @@ export function addLlmInt8Matmul(c: Consts, x: Value, w: LlmInt8WeightValues, va
     scale = addAbsmaxScale(c, xr, 1);
   }
   // uint8 codes = int8 code + 128: onnxruntime's uint8 x int8 GEMM is the fast one (see engine/quant/vectorwise.ts).
-  const xq = one(c, 'QuantizeLinear', [xr, scale, c.fill('uint8', scale.shape, X_ZERO_POINT)], { axis: 0 });
-  const acc = one(c, 'MatMulInteger', [xq, w.wq, c.fill('uint8', [], X_ZERO_POINT), null]);
+  // Divided per row first, then one per-tensor zero point (as in engine/quant/vectorwise.ts).
   const xScale = one(c, 'Reshape', [scale], { shape: [-1, 1] });
+  const xq = one(c, 'QuantizeLinear', [one(c, 'Div', [xr, xScale]), c.f32(1), c.fill('uint8', [], X_ZERO_POINT)]);
+  const acc = one(c, 'MatMulInteger', [xq, w.wq, c.fill('uint8', [], X_ZERO_POINT), null]);
   const y8 = one(c, 'Mul', [one(c, 'Cast', [acc], { to: 'fp32' }), one(c, 'Mul', [xScale, w.wScale])]);
   if (!outliers) return { y: y8, y8, acc, xq, xScale, yOutlier: null };
 

@@ -44,9 +44,11 @@ export function addVectorwiseMatmul(c: Consts, x: Value, wq: Value, wScale: Valu
   const scale = addAbsmaxScale(c, x, 1);
   // X's int8 codes shifted by 128 into uint8, and MatMulInteger subtracts the 128 again: the same integers, but
   // onnxruntime's uint8 x int8 GEMM (VNNI's vpdpbusd) is about 150x faster on the CPU than its int8 x int8 one.
-  const xq = g.op('QuantizeLinear', [x, scale, c.fill('uint8', scale.shape, X_ZERO_POINT)], { axis: 0 })[0];
-  const acc = g.op('MatMulInteger', [xq, wq, c.fill('uint8', [], X_ZERO_POINT), null])[0];
+  // Per row: x / scale (the division QuantizeLinear itself makes, in fp32), then one per-tensor zero point, so no
+  // zero-point vector as long as the batch is built at run time.
   const xScale = g.op('Reshape', [scale], { shape: [-1, 1] })[0];
+  const xq = g.op('QuantizeLinear', [g.op('Div', [x, xScale])[0], c.f32(1), c.fill('uint8', [], X_ZERO_POINT)])[0];
+  const acc = g.op('MatMulInteger', [xq, wq, c.fill('uint8', [], X_ZERO_POINT), null])[0];
   // The paper's outer product of the two scale vectors; [M, 1] x [1, N] broadcasts to [M, N].
   const outer = g.op('Mul', [xScale, wScale])[0];
   const y = g.op('Mul', [g.op('Cast', [acc], { to: 'fp32' })[0], outer])[0];
