@@ -108,8 +108,9 @@ describe('servelab bench', () => {
     expect(e.stepTime.rows.map((r) => [r.batch, r.seq])).toEqual([[1, 1], [8, 1], [1, 32]]);
     for (const r of e.stepTime.rows) {
       expect(Math.min(r.polyMs, r.exactMs, r.ratio)).toBeGreaterThan(0);
-      // Reading the run's sizes and building the causal mask adds nodes; nothing else differs.
-      expect(r.onnxNodes.symbolic).toBeGreaterThan(r.onnxNodes.exact);
+      // A decode step (one new token) lowers to the same nodes; a prefill also reads the run's lengths for its mask.
+      if (r.seq === 1) expect(r.onnxNodes.symbolic).toBe(r.onnxNodes.exact);
+      else expect(r.onnxNodes.symbolic).toBeGreaterThan(r.onnxNodes.exact);
     }
     expect(e.memory).not.toBeNull();
     expect(e.memory!.trackerBytes).toBeGreaterThan(4 * 1024 * 1024);
@@ -141,7 +142,10 @@ describe('servelab bench', () => {
     } as unknown as BenchReport;
     const t = Object.fromEntries(checkTargets(rep).map((x) => [x.name, x]));
     expect(t['fp32 GEMM 2048 reaches 60% of peak']).toMatchObject({ met: false, gap: '40 GFLOP/s short' });
-    expect(t['int8 GEMM 2048 at least 2x fp32']).toMatchObject({ met: false, measured: '1.50x', gap: '0.50x short' });
+    expect(t['int8 GEMM 2048 at least 2x fp32']).toMatchObject({ met: false, measured: '1.50x' });
+    expect(t['int8 GEMM 2048 at least 2x fp32'].gap).toBe('0.50x short; this CPU has no VNNI (avx512_vnni or avx_vnni): the exact uint8 x uint8 kernel runs instead of uint8 x int8, which saturates on this CPU');
+    const withVnni = Object.fromEntries(checkTargets({ ...rep, machine: { ...rep.machine, simd: ['avx512_vnni'] } }).map((x) => [x.name, x]));
+    expect(withVnni['int8 GEMM 2048 at least 2x fp32'].gap).toBe('0.50x short');
     expect(t['4-bit decode GEMV 1x4096x4096 at least 5x faster than fp32'].met).toBe(true);
     expect(t['engine overhead at GEMM 1024 within 10% of raw onnxruntime'].met).toBe(true);
     expect(t['engine overhead on a tiny op within 10 us'].met).toBe(false);
