@@ -111,10 +111,12 @@ function lowerAttention(e: Emitter, n: Node, [q, k, v]: string[], type: number):
   const Dv = n.inputs[2]!.shape[3] as number;
   const G = Hq / Hkv;
   const scale = (n.attrs.scale as number | undefined) ?? 1 / Math.sqrt(D);
-  const q5 = e.node('Reshape', [q, e.int64([0, Hkv, G, -1, D])]);
-  const k5 = e.node('Reshape', [k, e.int64([0, Hkv, 1, -1, D])]);
-  const v5 = e.node('Reshape', [v, e.int64([0, Hkv, 1, -1, Dv])]);
-  const kT = e.node('Transpose', [k5], [attr('perm', [0, 1, 2, 4, 3])]);
+  // Multi-head attention (one query head per kv head) needs no fold: 4-D all the way, no reshape to run.
+  const mha = G === 1;
+  const q5 = mha ? q : e.node('Reshape', [q, e.int64([0, Hkv, G, -1, D])]);
+  const k5 = mha ? k : e.node('Reshape', [k, e.int64([0, Hkv, 1, -1, D])]);
+  const v5 = mha ? v : e.node('Reshape', [v, e.int64([0, Hkv, 1, -1, Dv])]);
+  const kT = e.node('Transpose', [k5], [attr('perm', mha ? [0, 1, 3, 2] : [0, 1, 2, 4, 3])]);
   let scores = e.node('Mul', [e.node('MatMul', [q5, kT]), e.float(new Float32Array([scale]), [], type)]);
   // Key j is hidden from query i when j > i + (T - S): the last query sees every key, so one query needs no mask.
   if (n.attrs.causal && S !== 1) {
@@ -134,6 +136,7 @@ function lowerAttention(e: Emitter, n: Node, [q, k, v]: string[], type: number):
     scores = e.node('Add', [scores, mask]);
   }
   const p = e.node('Softmax', [scores], [attr('axis', -1)]);
-  return e.node('Reshape', [e.node('MatMul', [p, v5]), e.int64([0, Hq, -1, Dv])]);
+  const out = e.node('MatMul', [p, v5]);
+  return mha ? out : e.node('Reshape', [out, e.int64([0, Hq, -1, Dv])]);
 }
 
