@@ -14,7 +14,8 @@ async function measure(dev: Device, graph: Graph, shapes: number[][], inner: num
   if (!(dev.backend instanceof OrtBackend)) throw new Error(`overhead is measured against onnxruntime; ${dev.kind} is not an onnxruntime backend`);
   const feeds = shapes.map((s) => dev.tensor(new Float32Array(s.reduce((p, d) => p * d, 1)).fill(0.5), s));
   // A second session of the same model, run raw; the engine runs the one its compile cache holds.
-  const { session, inputNames } = await dev.backend.compile(graph);
+  const exe = await dev.backend.compile(graph);
+  const { session, inputNames } = exe;
   const raw: Record<string, ort.Tensor> = {};
   inputNames.forEach((nm, i) => (raw[nm] = new ort.Tensor('float32', feeds[i].data as Float32Array, shapes[i])));
   const engine = async () => {
@@ -29,6 +30,7 @@ async function measure(dev: Device, graph: Graph, shapes: number[][], inner: num
     engineUs = Math.min(engineUs, await timeCallUs(engine, inner, batches));
   }
   for (const f of feeds) f.dispose();
+  await exe.release();
   return { what: graph.name, engineUs, rawUs };
 }
 

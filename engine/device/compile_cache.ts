@@ -178,7 +178,13 @@ export class CompileCache {
   }
 
   /** After a session grew: the least recently used others go until the cache is within its bound again. */
-  private trim(keep: Entry): void {
+  /** A new bound, applied at once: least recently used idle sessions go until the cache fits it. */
+  setMaxBytes(bytes: number): void {
+    this.maxBytes = bytes;
+    this.trim(null);
+  }
+
+  private trim(keep: Entry | null): void {
     for (const e of [...this.entries.values()]) {
       if (this.stats().sessionBytes <= this.maxBytes) return;
       if (e !== keep && e.busy === 0) this.drop(e);

@@ -99,7 +99,7 @@ export class Device implements DeviceRef {
   /** Bounds the bytes of cached sessions (releasing the least recently used now if over). */
   setCompileCacheBytes(bytes: number): void {
     if (!(Number.isFinite(bytes) && bytes >= 0)) throw new ServelabError(`compile cache bound must be a non-negative number of bytes, got ${bytes}`);
-    this.cache.maxBytes = bytes;
+    this.cache.setMaxBytes(bytes);
   }
 
   /** Releases every compiled session (their bytes leave the 'compiled' tag); they are rebuilt when next run. */

@@ -6,7 +6,7 @@ import { ServelabError } from '../errors.ts';
 import type { DType } from '../dtype/dtype.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { OPS, type Attrs, type OpName } from './ops.ts';
-import { checkInputDim, collectConstraints, isStatic, symbolsOf, type DimConstraint, type Shape } from './dims.ts';
+import { checkInputDim, collectConstraints, symbolsOf, type DimConstraint, type Shape } from './dims.ts';
 
 export interface Value {
   readonly id: number;
@@ -91,11 +91,6 @@ export class Graph {
     }
     this.sig = null;
     return this;
-  }
-
-  /** True when every input has only sizes: nothing is bound at run time. */
-  get isStatic(): boolean {
-    return this.inputs.every((v) => isStatic(v.shape));
   }
 
   /** The symbol names the inputs use, in first-use order. */

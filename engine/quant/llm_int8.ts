@@ -12,7 +12,7 @@
  * back, through torch.argwhere).
  */
 import { Graph } from '../graph/graph.ts';
-import { rowShape } from '../graph/row_shape.ts';
+import { fp32Rows } from '../graph/row_shape.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import { DeviceError, ShapeError } from '../errors.ts';
 import { assertFinite, assertFloat, QuantizationError } from './errors.ts';
@@ -158,22 +158,17 @@ function graphFor(x: Tensor, w: LlmInt8Weight, bucket: number, bias: Tensor | nu
     const g = new Graph(`LLM.int8 matmul (${w.variant})`);
     const c = new Consts(g, dev);
     const [K, N] = w.shape;
-    const xin = g.input('x', x.dtype, rowShape(x.shape.length, K));
-    const lead = xin.shape.slice(0, -1);
-    const xf = x.dtype === 'fp32' ? xin : g.op('Cast', [xin], { to: 'fp32' })[0];
-    const x2 = x.shape.length === 2 ? xf : g.op('Reshape', [xf], { shape: [-1, K] })[0];
+    const { rows, back } = fp32Rows(g, x.dtype, x.shape.length, K);
     const outliers = bucket === 0 ? null : {
       mask: g.input('mask', 'fp32', [K]),
       idx: g.input('idx', 'int32', [bucket]),
       threshold: w.variant === 'bitsandbytes' ? g.input('threshold', 'fp32', []) : null,
     };
     const weight = { wq: g.constant(`${w.label}.q`, w.int8.q), wScale: g.constant(`${w.label}.scale`, w.int8.scale), w16: w.fp16 ? g.constant(`${w.label}.fp16`, w.fp16) : null };
-    const n = addLlmInt8Matmul(c, x2, weight, w.variant, outliers);
+    const n = addLlmInt8Matmul(c, rows, weight, w.variant, outliers);
     let y = n.y;
     if (bias) y = addBias(c, y, bias.dtype === 'fp32' ? g.constant('bias', bias) : g.op('Cast', [g.constant('bias', bias)], { to: 'fp32' })[0]);
-    if (x.shape.length !== 2) y = g.op('Reshape', [y], { shape: [...lead, N] })[0];
-    if (x.dtype !== 'fp32') y = g.op('Cast', [y], { to: x.dtype })[0];
-    return g.output(y, ...(parts ? [n.y8, n.acc, n.xq, n.xScale, ...(n.yOutlier ? [n.yOutlier] : [])] : []));
+    return g.output(back(y, N), ...(parts ? [n.y8, n.acc, n.xq, n.xScale, ...(n.yOutlier ? [n.yOutlier] : [])] : []));
   });
 }
 

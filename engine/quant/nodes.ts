@@ -10,6 +10,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 import { DeviceError } from '../errors.ts';
 import type { Shape } from '../graph/dims.ts';
 import type { Layout } from './layout.ts';
+import { QuantizationError } from './errors.ts';
 
 /**
  * The floor of every scale: the smallest normal fp32, 2^-126. A zero group (absmax 0, or a zero range) then gets
@@ -30,8 +31,7 @@ const perDevice = new WeakMap<Device, Map<string, Tensor>>();
 /**
  * The constants a quantization graph needs (127, 255, -1, a zero-point base). A scalar is one tensor per device and
  * value, so a graph built twice has the same signature and reuses its compiled session; a constant with a shape is
- * that scalar expanded to it at run time, so a per-row zero point follows the rows ('m' or a size) and one graph
- * serves every batch.
+ * that scalar expanded to it at run time, so it follows the graph's symbolic dims.
  */
 export class Consts {
   private readonly values = new Map<string, Value>();
@@ -49,9 +49,8 @@ export class Consts {
     let val = this.values.get(key);
     if (!val) {
       if (shape.length === 0) val = this.scalar(dtype, v);
-      // onnxruntime 1.30's WebGPU provider takes a uint8 Expand and fails when it runs: uint8 codes are made as
-      // zeros quantized with v as their zero point (round(0 / 1) + v = v, exactly), an fp32 Expand before it.
-      else if (dtype === 'uint8') val = this.g.op('QuantizeLinear', [this.g.op('Expand', [this.f32(0)], { shape })[0], this.f32(1), this.fill(dtype, [], v)])[0];
+      // onnxruntime 1.30's WebGPU provider takes a uint8 Expand and fails when it runs.
+      else if (dtype === 'uint8') throw new QuantizationError(`a uint8 constant of shape [${shape.join(', ')}] cannot be expanded on every backend; divide by the scales first and use a scalar zero point`);
       else val = this.g.op('Expand', [this.fill(dtype, [], v)], { shape })[0];
       this.values.set(key, val);
     }

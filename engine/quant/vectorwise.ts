@@ -5,7 +5,7 @@
  * weight and rank (rows symbolic) binds W's codes and scales as constants, so onnxruntime prepacks them once.
  */
 import { Graph, type Value } from '../graph/graph.ts';
-import { rowShape } from '../graph/row_shape.ts';
+import { fp32Rows } from '../graph/row_shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { DeviceError, ShapeError } from '../errors.ts';
 import { assertFinite, assertFloat, QuantizationError } from './errors.ts';
@@ -85,14 +85,9 @@ function graphFor(x: Tensor, w: Int8Weight, parts: boolean): Graph {
     const g = new Graph('vectorwise int8 matmul');
     const c = new Consts(g, dev);
     const [K, N] = w.shape;
-    const xin = g.input('x', x.dtype, rowShape(x.shape.length, K));
-    const lead = xin.shape.slice(0, -1);
-    const xf = x.dtype === 'fp32' ? xin : g.op('Cast', [xin], { to: 'fp32' })[0];
-    const x2 = x.shape.length === 2 ? xf : g.op('Reshape', [xf], { shape: [-1, K] })[0];
-    const n = addVectorwiseMatmul(c, x2, g.constant(`${w.label}.q`, w.q), g.constant(`${w.label}.scale`, w.scale));
-    let y = x.shape.length === 2 ? n.y : g.op('Reshape', [n.y], { shape: [...lead, N] })[0];
-    if (x.dtype !== 'fp32') y = g.op('Cast', [y], { to: x.dtype })[0];
-    return g.output(y, ...(parts ? [n.acc, n.xq, n.xScale] : []));
+    const { rows, back } = fp32Rows(g, x.dtype, x.shape.length, K);
+    const n = addVectorwiseMatmul(c, rows, g.constant(`${w.label}.q`, w.q), g.constant(`${w.label}.scale`, w.scale));
+    return g.output(back(n.y, N), ...(parts ? [n.acc, n.xq, n.xScale] : []));
   });
 }
 
