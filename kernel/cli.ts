@@ -50,6 +50,10 @@ export async function main(argv: string[]): Promise<number> {
         const { reportCommand } = await import('./commands/report.ts');
         return await reportCommand(rest);
       }
+      case 'train': {
+        const { trainCommand } = await import('./commands/train.ts');
+        return await trainCommand(rest);
+      }
       case 'build': {
         const { values } = parseArgs({ args: rest, options: { check: { type: 'boolean' }, root: { type: 'string' } } });
         const { buildCommand } = await import('./commands/build.ts');

@@ -43,6 +43,18 @@ export const COMMANDS: Record<string, Command> = {
     ],
     device: true,
   },
+  train: {
+    synopsis: ['train [--preset builtin] [--out DIR] [--resume] [--stop-after N] [--checkpoint-dir DIR]'],
+    summary: "train a preset from its seed with the engine's own gradients and AdamW; writes model.safetensors, config.json, tokenizer.json and training_log.json",
+    options: [
+      ['--preset NAME', 'the recipe (default: builtin, the model every lesson loads)'],
+      ['--out DIR', 'where the trained model goes (default: models/builtin)'],
+      ['--resume', "continue from the last checkpoint (same recipe and corpus) instead of starting over"],
+      ['--stop-after N', "stop after N steps in all, keeping the recipe's schedule; --resume continues"],
+      ['--checkpoint-dir DIR', 'where checkpoints go (default: a hidden folder beside --out)'],
+    ],
+    device: false,
+  },
   device: {
     synopsis: ['device [--json]'],
     summary: 'the selected device: GPU adapter (if any) and CPU (model, cores, SIMD)',

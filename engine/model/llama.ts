@@ -1,0 +1,266 @@
+/**
+ * A Llama-style decoder served on the engine: every projection is a `Linear` in one weight format, and a step is one
+ * session call. Prefill runs a batch of (right-padded) prompts through the model and fills the KV cache; a decode step
+ * runs one token per sequence against the cache (GroupQueryAttention reads and extends it).
+ */
+import { Graph, type Value } from '../graph/graph.ts';
+import type { Device } from '../device/device.ts';
+import { Tensor } from '../tensor/tensor.ts';
+import { ServelabError, ShapeError } from '../errors.ts';
+import { rotaryTables } from '../graph/ops_model.ts';
+import { Linear, type LinearFormat, type LinearOptions } from '../nn/linear.ts';
+import { HF_NAMES, type LlamaConfig } from './config.ts';
+import { decoder, type Attend, type DecoderWeights } from './decoder.ts';
+import { KvCache } from './kv_cache.ts';
+
+const PROJ = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+type ProjName = (typeof PROJ)[number];
+
+interface Layer {
+  attnNorm: Tensor;
+  mlpNorm: Tensor;
+  proj: Record<ProjName, Linear>;
+}
+
+/** A weight by Hugging Face name, as fp32 values in Hugging Face's layout (linears [out, in]). */
+export type WeightSource = (name: string, shape: readonly number[]) => Float32Array | Promise<Float32Array>;
+
+export interface ModelOptions {
+  /** The format of every Linear (the output head included); embedding and norms stay fp32. Default 'fp32'. */
+  format?: LinearFormat;
+  /** Passed to every Linear (threshold, variant, blockSize, accuracyLevel). */
+  linear?: Omit<LinearOptions, 'format' | 'label' | 'bias'>;
+}
+
+/** Logits of a step, fp32 [batch, rows, vocab] on the host. */
+export interface StepResult {
+  logits: Tensor;
+}
+
+/** [rows, cols] row-major -> [cols, rows]. */
+export function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}
+
+export class LlamaModel {
+  private disposedFlag = false;
+
+  private constructor(
+    readonly device: Device,
+    readonly cfg: LlamaConfig,
+    readonly format: LinearFormat,
+    private readonly embedding: Tensor,
+    private readonly layers: Layer[],
+    private readonly finalNorm: Tensor,
+    private readonly head: Linear,
+    private readonly cos: Tensor,
+    private readonly sin: Tensor,
+  ) {}
+
+  /**
+   * Builds the model on `dev` from weights by Hugging Face name. Each linear is read, transposed to [in, out],
+   * converted to the format and its source freed before the next is read, so no fp32 copy of the checkpoint stays.
+   * On any failure everything made so far is freed.
+   */
+  static async fromWeights(dev: Device, cfg: LlamaConfig, source: WeightSource, opts: ModelOptions = {}): Promise<LlamaModel> {
+    const format = opts.format ?? 'fp32';
+    const made: { dispose(): void }[] = [];
+    const keep = <T extends { dispose(): void }>(x: T): T => (made.push(x), x);
+    const H = cfg.hiddenSize;
+    const vector = async (name: string, label: string) => keep(dev.tensor(await source(name, [H]), [H], 'fp32', { tag: 'weights', label }));
+    const linear = async (name: string, out: number, inF: number, label: string) => {
+      const w = dev.tensor(transpose2d(await source(name, [out, inF]), out, inF), [inF, out], 'fp32', { tag: 'weights', label: `${label}.source` });
+      try {
+        return keep(await Linear.fromWeights(dev, w, { ...opts.linear, format, label }));
+      } finally {
+        w.dispose();
+      }
+    };
+    try {
+      const V = cfg.vocabSize;
+      const emb = await source(HF_NAMES.embedding, [V, H]);
+      const embedding = keep(dev.tensor(emb, [V, H], 'fp32', { tag: 'weights', label: 'embedding' }));
+      const q = cfg.numHeads * cfg.headDim;
+      const kv = cfg.numKvHeads * cfg.headDim;
+      const I = cfg.intermediateSize;
+      const layers: Layer[] = [];
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const n = HF_NAMES.layer(i);
+        const l = `layers.${i}`;
+        const dims: Record<ProjName, [number, number]> = { q: [q, H], k: [kv, H], v: [kv, H], o: [H, q], gate: [I, H], up: [I, H], down: [H, I] };
+        const proj = {} as Record<ProjName, Linear>;
+        for (const p of PROJ) proj[p] = await linear(n[p], dims[p][0], dims[p][1], `${l}.${p}`);
+        layers.push({ attnNorm: await vector(n.attnNorm, `${l}.attnNorm`), mlpNorm: await vector(n.mlpNorm, `${l}.mlpNorm`), proj });
+      }
+      const finalNorm = await vector(HF_NAMES.finalNorm, 'finalNorm');
+      const head = cfg.tieWordEmbeddings
+        ? keep(await LlamaModel.tiedHead(dev, emb, cfg, format, opts))
+        : await linear(HF_NAMES.lmHead, V, H, 'head');
+      const { cos, sin } = rotaryTables(cfg.maxPositions, cfg.headDim, cfg.ropeTheta);
+      const half = [cfg.maxPositions, cfg.headDim / 2];
+      const cosT = keep(dev.tensor(cos, half, 'fp32', { tag: 'weights', label: 'rope.cos' }));
+      const sinT = keep(dev.tensor(sin, half, 'fp32', { tag: 'weights', label: 'rope.sin' }));
+      return new LlamaModel(dev, cfg, format, embedding, layers, finalNorm, head, cosT, sinT);
+    } catch (e) {
+      for (const x of made) x.dispose();
+      throw e;
+    }
+  }
+
+  /** A tied head multiplies by the embedding's transpose: a Linear of its own, so it can take the model's format. */
+  private static async tiedHead(dev: Device, emb: Float32Array, cfg: LlamaConfig, format: LinearFormat, opts: ModelOptions): Promise<Linear> {
+    const w = dev.tensor(transpose2d(emb, cfg.vocabSize, cfg.hiddenSize), [cfg.hiddenSize, cfg.vocabSize], 'fp32', { tag: 'weights', label: 'head.source' });
+    try {
+      return await Linear.fromWeights(dev, w, { ...opts.linear, format, label: 'head' });
+    } finally {
+      w.dispose();
+    }
+  }
+
+  /** Reserves a KV cache for `batch` sequences of up to `maxSeq` tokens (default: the model's context). */
+  createCache(batch: number, maxSeq = this.cfg.maxPositions): Promise<KvCache> {
+    this.assertLive();
+    if (maxSeq > this.cfg.maxPositions) throw new ServelabError(`createCache: maxSeq ${maxSeq} is past the model's context of ${this.cfg.maxPositions} positions`);
+    return KvCache.create(this.device, this.cfg, batch, maxSeq);
+  }
+
+  /**
+   * Runs prompts (token ids; any lengths, right-padded into one batch) through the model from an empty cache.
+   * Returns logits [B, S, vocab] at every position (`all`), or [B, 1, vocab] at each prompt's last token (default).
+   */
+  async prefill(prompts: readonly (readonly number[])[], cache: KvCache, opts: { all?: boolean } = {}): Promise<StepResult> {
+    this.assertLive();
+    const B = prompts.length;
+    if (B !== cache.batch) throw new ShapeError('prefill', [[B], [cache.batch]], `${B} prompts for a cache of ${cache.batch} sequences`);
+    const lens = prompts.map((p) => p.length);
+    if (lens.some((n) => n < 1)) throw new ServelabError('prefill: every prompt needs at least one token');
+    const S = Math.max(...lens);
+    if (S > cache.maxSeq) throw new ServelabError(`prefill: a prompt of ${S} tokens is longer than the cache (${cache.maxSeq}) or the model's context (${this.cfg.maxPositions})`);
+    const tokens = new Int32Array(B * S);
+    const positions = new Int32Array(B * S);
+    prompts.forEach((p, b) => p.forEach((t, i) => (tokens[b * S + i] = this.checkToken(t))));
+    for (let b = 0; b < B; b++) for (let i = 0; i < S; i++) positions[b * S + i] = i;
+    const last = Int32Array.from(lens, (n, b) => b * S + n - 1);
+    cache.lengths.fill(0);
+    const logits = await this.step(opts.all ? 'all' : 'last', tokens, positions, [B, S], cache, opts.all ? null : last);
+    lens.forEach((n, b) => (cache.lengths[b] = n));
+    return { logits };
+  }
+
+  /** One token per sequence, appended to the cache: logits [B, 1, vocab]. */
+  async decode(tokens: readonly number[], cache: KvCache): Promise<StepResult> {
+    this.assertLive();
+    const B = tokens.length;
+    if (B !== cache.batch) throw new ShapeError('decode', [[B], [cache.batch]], `${B} tokens for a cache of ${cache.batch} sequences`);
+    if (!cache.canAppend(1)) throw new ServelabError(`decode: a sequence has filled its cache of ${cache.maxSeq} tokens`);
+    const tok = Int32Array.from(tokens, (t) => this.checkToken(t));
+    const logits = await this.step('decode', tok, Int32Array.from(cache.lengths), [B, 1], cache, null);
+    for (let b = 0; b < B; b++) cache.lengths[b]++;
+    return { logits };
+  }
+
+  private checkToken(t: number): number {
+    if (!Number.isInteger(t) || t < 0 || t >= this.cfg.vocabSize) throw new ServelabError(`token ${t} is not in the vocabulary [0, ${this.cfg.vocabSize})`);
+    return t;
+  }
+
+  private async step(kind: 'all' | 'last' | 'decode', tokens: Int32Array, positions: Int32Array, [B, S]: number[], cache: KvCache, last: Int32Array | null): Promise<Tensor> {
+    const dev = this.device;
+    const g = dev.graph(this, kind, () => this.graph(kind));
+    const feeds = [
+      dev.tensor(tokens, [B, S], 'int32', { label: 'tokens' }),
+      dev.tensor(positions, [B, S], 'int32', { label: 'positions' }),
+      dev.tensor(cache.lengths, [B], 'int32', { label: 'pastLengths' }),
+    ];
+    if (last) feeds.push(dev.tensor(last, [B], 'int32', { label: 'last' }));
+    try {
+      const keep = g.outputs.map((_, i): 'host' | 'device' => (i === 0 ? 'host' : 'device'));
+      const [logits, ...present] = await dev.run(g, [...feeds, ...cache.feeds()], { keep, label: 'logits' });
+      cache.replace(present);
+      return logits;
+    } finally {
+      for (const t of feeds) t.dispose();
+    }
+  }
+
+  /** The step graph: tokens, positions, pastLengths[, last], k0, v0, ... -> logits, present k0, v0, ... */
+  private graph(kind: 'all' | 'last' | 'decode'): Graph {
+    const cfg = this.cfg;
+    const g = new Graph(`${cfg.numLayers}-layer Llama ${kind === 'decode' ? 'decode step' : 'prefill'} (${this.format})`);
+    const seq = kind === 'decode' ? 1 : 'seq';
+    const tokens = g.input('tokens', 'int32', ['batch', seq]);
+    const positions = g.input('positions', 'int32', ['batch', seq]);
+    const lengths = g.input('pastLengths', 'int32', ['batch']);
+    const last = kind === 'last' ? g.input('last', 'int32', ['batch']) : null;
+    const cacheShape = ['batch', cfg.numKvHeads, 'maxSeq', cfg.headDim];
+    const past = Array.from({ length: cfg.numLayers }, (_, i) => [g.input(`past.${i}.k`, 'fp32', cacheShape), g.input(`past.${i}.v`, 'fp32', cacheShape)]);
+    const present: Value[] = [];
+    const attend: Attend = (i, q, k, v) => {
+      const [att, pk, pv] = g.op('GroupQueryAttention', [q, k, v, past[i][0], past[i][1], lengths], { numHeads: cfg.numHeads, kvNumHeads: cfg.numKvHeads });
+      present.push(pk, pv);
+      return att;
+    };
+    const w: DecoderWeights = {
+      embedding: g.constant('embedding', this.embedding),
+      layers: this.layers.map((l, i) => {
+        const p = (name: ProjName) => (x: Value) => l.proj[name].addTo(g, x);
+        return { attnNorm: g.constant(`layers.${i}.attnNorm`, l.attnNorm), mlpNorm: g.constant(`layers.${i}.mlpNorm`, l.mlpNorm), q: p('q'), k: p('k'), v: p('v'), o: p('o'), gate: p('gate'), up: p('up'), down: p('down') };
+      }),
+      finalNorm: g.constant('finalNorm', this.finalNorm),
+      // Prefill for generation needs each prompt's last row only: pick it before the head, the model's widest product.
+      head: (x) => {
+        if (!last) return this.head.addTo(g, x);
+        const rows = g.op('Reshape', [x], { shape: [-1, cfg.hiddenSize] })[0];
+        const picked = g.op('Gather', [rows, last])[0]; //                                     [B, H]
+        return g.op('Reshape', [this.head.addTo(g, picked)], { shape: ['batch', 1, cfg.vocabSize] })[0];
+      },
+      cos: g.constant('rope.cos', this.cos),
+      sin: g.constant('rope.sin', this.sin),
+    };
+    g.output(decoder(g, cfg, w, tokens, positions, attend));
+    for (const v of present) g.output(v);
+    return g;
+  }
+
+  /** Weight bytes held on the device, by part. */
+  bytes(): { linears: number; embedding: number; norms: number; total: number } {
+    const linears = [...this.layers.flatMap((l) => Object.values(l.proj)), this.head].reduce((s, l) => s + l.bytes().total, 0);
+    const norms = this.layers.reduce((s, l) => s + l.attnNorm.bytes + l.mlpNorm.bytes, this.finalNorm.bytes);
+    const embedding = this.embedding.bytes;
+    return { linears, embedding, norms, total: linears + embedding + norms + this.cos.bytes + this.sin.bytes };
+  }
+
+  /** Every Linear, by label (layers.0.q, ..., head). */
+  linears(): Map<string, Linear> {
+    const m = new Map<string, Linear>();
+    for (const l of this.layers) for (const p of PROJ) m.set(l.proj[p].label, l.proj[p]);
+    return m.set('head', this.head);
+  }
+
+  dispose(): void {
+    if (this.disposedFlag) return;
+    for (const l of this.layers) {
+      l.attnNorm.dispose();
+      l.mlpNorm.dispose();
+      for (const p of PROJ) l.proj[p].dispose();
+    }
+    for (const t of [this.embedding, this.finalNorm, this.cos, this.sin]) t.dispose();
+    this.head.dispose();
+    this.disposedFlag = true;
+  }
+
+  get disposed(): boolean {
+    return this.disposedFlag;
+  }
+
+  private assertLive(): void {
+    if (this.disposedFlag) throw new ServelabError('LlamaModel: the model was disposed');
+  }
+
+  toString(): string {
+    const c = this.cfg;
+    return `LlamaModel(${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads / ${c.numKvHeads} kv, vocab ${c.vocabSize}, ${this.format})`;
+  }
+}
