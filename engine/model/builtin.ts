@@ -6,13 +6,10 @@
 import { fileURLToPath } from 'node:url';
 import type { LlamaConfig } from './config.ts';
 import type { TrainRecipe } from '../train/trainer.ts';
-
-/** Bytes 0..255 are their own ids; then the two special tokens. */
-export const BOS_ID = 256;
-export const EOS_ID = 257;
+import { BYTE_BOS_ID, BYTE_EOS_ID, BYTE_VOCAB_SIZE } from '../io/byte_tokenizer.ts';
 
 export const BUILTIN_CONFIG: LlamaConfig = {
-  vocabSize: 258,
+  vocabSize: BYTE_VOCAB_SIZE,
   hiddenSize: 256,
   numLayers: 4,
   numHeads: 4,
@@ -23,8 +20,8 @@ export const BUILTIN_CONFIG: LlamaConfig = {
   ropeTheta: 10000,
   maxPositions: 256,
   tieWordEmbeddings: true,
-  bosTokenId: BOS_ID,
-  eosTokenId: EOS_ID,
+  bosTokenId: BYTE_BOS_ID,
+  eosTokenId: BYTE_EOS_ID,
 };
 
 /** About 3.3M tokens: 4.5 passes over the training split, half an hour on two cores. */

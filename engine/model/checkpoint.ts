@@ -3,7 +3,7 @@
  * `loadModel` checks every tensor's name, dtype and shape and the device budget before it reads any weight, then
  * builds the model one tensor at a time; `saveModel` writes a folder that transformers' LlamaForCausalLM loads.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Device } from '../device/device.ts';
 import { OutOfMemoryError, ServelabError } from '../errors.ts';
@@ -14,6 +14,7 @@ import { loadLlamaConfig, toHfConfig } from './hf_config.ts';
 import { hfShapes, type LlamaConfig } from './config.ts';
 import { LlamaModel, type ModelOptions } from './llama.ts';
 import type { LinearFormat } from '../nn/linear.ts';
+import { loadTokenizer } from '../io/tokenizer.ts';
 
 export interface LoadOptions extends ModelOptions {
   device: Device;
@@ -83,7 +84,10 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LlamaMo
     const format = opts.format ?? 'fp32';
     const need = modelBytes(cfg, format, opts.linear?.blockSize);
     if (!dev.memory.canAllocate(need)) throw new OutOfMemoryError(dev.name, need, dev.memory.live, dev.memory.budget!, 'weights');
-    return await LlamaModel.fromWeights(dev, cfg, (name) => toFloat32(ck, name), opts);
+    const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
+    const model = await LlamaModel.fromWeights(dev, cfg, (name) => toFloat32(ck, name), opts);
+    model.tokenizer = tokenizer;
+    return model;
   } finally {
     ck.close();
   }

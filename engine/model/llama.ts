@@ -12,6 +12,7 @@ import { Linear, type LinearFormat, type LinearOptions } from '../nn/linear.ts';
 import { HF_NAMES, type LlamaConfig } from './config.ts';
 import { decoder, type Attend, type DecoderWeights } from './decoder.ts';
 import { KvCache } from './kv_cache.ts';
+import type { Tokenizer } from '../io/tokenizer.ts';
 
 const PROJ = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 type ProjName = (typeof PROJ)[number];
@@ -46,6 +47,8 @@ export function transpose2d(a: Float32Array, rows: number, cols: number): Float3
 
 export class LlamaModel {
   private disposedFlag = false;
+  /** Text <-> ids; set by loadModel when the folder has a tokenizer.json. */
+  tokenizer: Tokenizer | null = null;
 
   private constructor(
     readonly device: Device,

@@ -16,7 +16,7 @@ import { Consts } from '../quant/nodes.ts';
 import { addVectorwiseMatmul, quantizeWeightVectorwise, type Int8Weight } from '../quant/vectorwise.ts';
 import { checkVariant, llmInt8Matmul, quantizeLlmInt8Weight, type LlmInt8Weight } from '../quant/llm_int8.ts';
 import { checkThreshold, DEFAULT_THRESHOLD } from '../quant/outlier_scan.ts';
-import { addBias, type LlmInt8Variant } from '../quant/llm_int8_nodes.ts';
+import { addBias, addLlmInt8Matmul, type LlmInt8Variant } from '../quant/llm_int8_nodes.ts';
 import { quantizeWeightInt4, type Int4Weight } from '../quant/int4_blockwise.ts';
 
 export const LINEAR_FORMATS = ['fp32', 'fp16', 'bf16', 'int8', 'llm.int8', 'int4'] as const;
@@ -161,12 +161,13 @@ export class Linear {
 
   /**
    * Adds this layer to a larger graph (a whole decode step): x [..., inFeatures] -> [..., outFeatures] in x's dtype.
-   * Not for llm.int8, whose outlier dimensions are found on the host per batch between two device runs.
+   * llm.int8 finds its outlier dimensions in the graph here (a column mask of max |x| >= threshold) and multiplies
+   * the outlier part as a full fp16 product with the regular columns zeroed: the same sum as forward(), which
+   * gathers the outlier columns found on the host, so a whole model step stays one session call.
    */
   addTo(g: Graph, x: Value): Value {
     if (this.disposedFlag) throw new DeviceError(`Linear '${this.label}' was disposed`);
     const h = this.held;
-    if (h.kind === 'llm.int8') throw new QuantizationError(`Linear '${this.label}' (llm.int8) finds its outlier dimensions on the host for every batch, so it cannot join a larger graph; call forward()`);
     const K = this.inFeatures;
     const N = this.outFeatures;
     const lead = x.shape.slice(0, -1);
@@ -175,11 +176,12 @@ export class Linear {
     let v = x.dtype === cd ? x : one('Cast', [x], { to: cd });
     // MatMul and MatMulNBits take [..., K] as it is; the int8 path quantizes rows of a 2-D view. Every Reshape of a
     // symbolic shape costs a few nodes per run (reading the run's sizes), so none is added where none is needed.
-    const flat = x.shape.length === 1 || (h.kind === 'int8' && x.shape.length !== 2);
+    const flat = x.shape.length === 1 || ((h.kind === 'int8' || h.kind === 'llm.int8') && x.shape.length !== 2);
     if (flat) v = one('Reshape', [v], { shape: [-1, K] });
     let y: Value;
     if (h.kind === 'float') y = one('MatMul', [v, g.constant(`${this.label}.w`, h.w)]);
     else if (h.kind === 'int8') y = addVectorwiseMatmul(new Consts(g, this.device), v, g.constant(`${this.label}.q`, h.w.q), g.constant(`${this.label}.scale`, h.w.scale)).y;
+    else if (h.kind === 'llm.int8') y = this.addLlmInt8(g, v, h.w);
     else {
       const attrs = { K, N, blockSize: h.w.blockSize, bits: 4, accuracyLevel: this.opts.accuracyLevel ?? 0 };
       y = one('MatMulNBits', [v, g.constant(`${this.label}.q4`, h.w.codes), g.constant(`${this.label}.scales`, h.w.scales), null], attrs);
@@ -191,6 +193,22 @@ export class Linear {
     }
     if (flat) y = one('Reshape', [y], { shape: [...lead, N] });
     return y.dtype === x.dtype ? y : one('Cast', [y], { to: x.dtype });
+  }
+
+  /** LLM.int8 of x [M, K] fp32 with the outlier mask computed in the graph (see addTo). */
+  private addLlmInt8(g: Graph, x: Value, w: LlmInt8Weight): Value {
+    const c = new Consts(g, this.device);
+    const one = (...args: Parameters<Graph['op']>) => g.op(...args)[0];
+    const threshold = c.f32(this.opts.threshold!);
+    const colMax = one('ReduceMax', [one('Abs', [x])], { axes: [0], keepdims: false }); //   [K]
+    const mask = one('Where', [one('Less', [colMax, threshold]), c.f32(1), c.f32(0)]); //     1 = regular dimension
+    const weight = {
+      wq: g.constant(`${this.label}.q`, w.int8.q),
+      wScale: g.constant(`${this.label}.scale`, w.int8.scale),
+      w16: w.fp16 ? g.constant(`${this.label}.w16`, w.fp16) : null,
+    };
+    const variant = this.opts.variant!;
+    return addLlmInt8Matmul(c, x, weight, variant, { mask, idx: null, threshold: variant === 'bitsandbytes' ? threshold : null }).y;
   }
 
   /** The weight as held: a Tensor (fp32, fp16, bf16), an Int8Weight, an LlmInt8Weight or an Int4Weight. */

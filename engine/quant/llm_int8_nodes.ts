@@ -38,11 +38,13 @@ export interface LlmInt8WeightValues {
  * Which dimensions are outliers, as graph values, so they can be feeds (found per batch) or constants (fixed ahead).
  * mask: fp32 [K], 1 for a regular dimension, 0 for an outlier. idx: int32 [B], the outlier dimensions, padded up to
  * a bucket size B with indices of regular dimensions (their gathered activations are masked to 0), so that the
- * number of compiled graphs grows with log2(K), not with every outlier count. threshold: fp32 [] (bitsandbytes only).
+ * number of compiled graphs grows with log2(K), not with every outlier count; or null, when the mask is computed in
+ * the graph: the fp16 product then runs over all K dimensions with the regular ones zeroed (the same sum, at the
+ * cost of a full fp16 product). threshold: fp32 [] (bitsandbytes only).
  */
 export interface OutlierValues {
   mask: Value;
-  idx: Value;
+  idx: Value | null;
   threshold: Value | null;
 }
 
@@ -87,13 +89,14 @@ export function addLlmInt8Matmul(c: Consts, x: Value, w: LlmInt8WeightValues, va
 
   // X[:, O] in fp16. Padding slots index regular columns, zeroed here, so they add exactly 0 to the product.
   const onlyOutliers = one(c, 'Mul', [x, one(c, 'Sub', [c.f32(1), outliers.mask])]);
-  const xo = one(c, 'Cast', [one(c, 'Gather', [onlyOutliers, outliers.idx], { axis: 1 })], { to: 'fp16' });
+  const idx = outliers.idx;
+  const xo = one(c, 'Cast', [idx ? one(c, 'Gather', [onlyOutliers, idx], { axis: 1 }) : onlyOutliers], { to: 'fp16' });
   let wo: Value;
   if (variant === 'paper') {
-    wo = one(c, 'Gather', [w.w16!, outliers.idx], { axis: 0 });
+    wo = idx ? one(c, 'Gather', [w.w16!, idx], { axis: 0 }) : w.w16!;
   } else {
     // bitsandbytes keeps no fp16 weights: the outlier rows are dequantized from the int8 codes, then rounded to fp16.
-    const rows = one(c, 'Gather', [w.wq, outliers.idx], { axis: 0 });
+    const rows = idx ? one(c, 'Gather', [w.wq, idx], { axis: 0 }) : w.wq;
     const sw = one(c, 'Reshape', [w.wScale], { shape: [N] });
     wo = one(c, 'Cast', [one(c, 'DequantizeLinear', [rows, sw, null], { axis: 1 })], { to: 'fp16' });
   }

@@ -140,7 +140,7 @@ describe('Linear composition and bad input', () => {
     expect(fused.toArray()).toEqual(twice.toArray());
   });
 
-  it('typed errors: format, bias, shapes, devices, llm.int8 in a larger graph, threshold, block size', async () => {
+  it('typed errors: format, bias, shapes, devices, threshold, block size', async () => {
     const dev = await device('cpu');
     const w = dev.tensor(wv, [K, N]);
     await expect(Linear.fromWeights(dev, w, { format: 'fp8' as never })).rejects.toThrow('unknown Linear format "fp8"; expected one of fp32, fp16, bf16, int8, llm.int8, int4');
@@ -153,8 +153,27 @@ describe('Linear composition and bad input', () => {
     await expect(lin.forward(dev.tensor([1, 2], [1, 2]))).rejects.toThrow(/inFeatures=64/);
     const other = await device('reference');
     await expect(lin.forward(other.tensor(xv, [M, K]))).rejects.toThrow(DeviceError);
-    const g = new Graph('g');
-    expect(() => lin.addTo(g, g.input('x', 'fp32', [1, K]))).toThrow(/cannot join a larger graph/);
+  });
+
+  it('llm.int8 inside a larger graph (outliers found in the graph) equals forward (outliers found on the host)', async () => {
+    const dev = await device('cpu');
+    // Planted outliers in dimensions 3 and 40, in some rows only: LLM.int8's outliers are per column of the batch.
+    const x = xv.map((v, i) => ((i % K === 3 && i < 5 * K) || i % K === 40 ? v * 20 : v));
+    for (const variant of ['paper', 'bitsandbytes'] as const) {
+      const lin = await Linear.fromWeights(dev, dev.tensor(wv, [K, N]), { format: 'llm.int8', variant, bias: bv });
+      const g = new Graph('llm.int8 in a graph');
+      g.output(lin.addTo(g, g.input('x', 'fp32', ['rows', K])));
+      const xt = dev.tensor(x, [M, K]);
+      const [inGraph] = await dev.run(g, [xt]);
+      const direct = await lin.forward(xt);
+      const a = inGraph.toFloat32();
+      const b = direct.toFloat32();
+      // Same integers and the same fp16 products; the two graphs may sum the fp32 parts in another order.
+      for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i]), `${variant} element ${i}`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(b[i])));
+      const rows3d = await dev.run(g, [dev.tensor(x.slice(0, 5 * K), [5, K])]);
+      expect(rows3d[0].shape).toEqual([5, N]);
+      lin.dispose();
+    }
   });
 
   it('takes weights from another device, copying them, and leaves nothing behind there', async () => {
