@@ -25,7 +25,7 @@ export interface MemoryCheck {
 }
 
 /** A full garbage collection, so that freed tensors and the sessions' transient buffers leave the resident set. */
-function collectGarbage(): void {
+export function collectGarbage(): void {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
   gc();
@@ -84,19 +84,24 @@ const self = fileURLToPath(import.meta.url);
 
 /** The workload in a child process (node with tsx's loader), its result read from the child's stdout as JSON. */
 export function memoryInFreshProcess(kind: string, quick: boolean): Promise<MemoryCheck | null> {
+  return inFreshProcess<MemoryCheck | null>(self, [kind, quick ? 'quick' : 'full']);
+}
+
+/** Runs `script` (a module that prints one JSON line last) in a fresh node process with tsx's loader. */
+export function inFreshProcess<T>(script: string, args: string[]): Promise<T> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), self, kind, quick ? 'quick' : 'full'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
     child.on('error', fail);
     child.on('close', (code) => {
-      if (code !== 0) return fail(new Error(`memory check exited with ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      if (code !== 0) return fail(new Error(`${script} exited with ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
       try {
-        done(JSON.parse(out.trim().split('\n').pop()!) as MemoryCheck | null);
+        done(JSON.parse(out.trim().split('\n').pop()!) as T);
       } catch (e) {
-        fail(new Error(`memory check printed no result: ${(e as Error).message}; ${err.trim().split('\n').slice(-3).join(' | ')}`));
+        fail(new Error(`${script} printed no result: ${(e as Error).message}; ${err.trim().split('\n').slice(-3).join(' | ')}`));
       }
     });
   });

@@ -13,6 +13,7 @@ import { fp32Peak } from './peak.ts';
 import { benchQuant, printQuant, type QuantBench } from './quant.ts';
 import { benchEngine, printEngine, type EngineBench } from './engine.ts';
 import { benchThreads, printThreads, type ThreadsBench } from './threads.ts';
+import { benchModel, printModel, type ModelBench } from './model.ts';
 
 const NO_VNNI = 'this CPU has no VNNI (avx512_vnni or avx_vnni)';
 
@@ -36,6 +37,8 @@ export interface BenchReport {
   engine: EngineBench;
   /** onnxruntime CPU intra-op threads and spinning: one graph alone and two alternated (cpu only). */
   threads: ThreadsBench | null;
+  /** The built-in model: prefill and decode throughput, a decode step against its matmuls, sessions, memory. */
+  model: ModelBench;
   targets: Target[];
   date: string;
   versions: Record<string, string>;
@@ -67,6 +70,8 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   const gemm1024 = await gemmOverhead(dev);
   const engine = await benchEngine(kind, { quick: opts.quick });
   const threads = dev.kind === 'cpu' ? await benchThreads({ quick: opts.quick }) : null;
+  log('  model: the built-in model served ...');
+  const model = await benchModel(kind, { quick: opts.quick });
   const report: BenchReport = {
     machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
     device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },
@@ -75,6 +80,7 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
     overhead: { engineUs: tiny.engineUs, rawUs: tiny.rawUs, tiny, gemm1024 },
     engine,
     threads,
+    model,
     targets: [],
     date: new Date().toISOString(),
     versions: { node: process.versions.node, onnxruntime: (await import('onnxruntime-node')).env.versions.node ?? '' },
@@ -131,6 +137,31 @@ export function checkTargets(rep: BenchReport): Target[] {
   const abs = tiny.engineUs - tiny.rawUs;
   t.push({ name: 'engine overhead on a tiny op within 10 us', met: abs <= 10, measured: `+${abs.toFixed(1)} us (${tiny.engineUs.toFixed(1)} us vs ${tiny.rawUs.toFixed(1)} us)`, goal: '<= 10 us' });
   if (rep.engine) t.push(...engineTargets(rep.engine));
+  if (rep.model) t.push(...modelTargets(rep.model));
+  return t;
+}
+
+export function modelTargets(m: ModelBench): Target[] {
+  const t: Target[] = [];
+  const s = m.stepVsMatmuls;
+  t.push({
+    name: 'a batch-1 decode step of the built-in model costs at most 1.5x its matmuls timed alone',
+    met: s.ratio <= 1.5,
+    measured: `${s.ratio.toFixed(2)}x (${s.stepMs.toFixed(3)} ms vs ${s.matmulsMs.toFixed(3)} ms for ${s.matmuls} matmuls)`,
+    goal: '<= 1.5x',
+    gap: s.ratio <= 1.5 ? undefined : `${(s.stepMs - 1.5 * s.matmulsMs).toFixed(3)} ms over`,
+  });
+  t.push({ name: `at most 3 sessions for a prefill and ${m.sessions.steps} decode steps`, met: m.sessions.created <= 3, measured: `${m.sessions.created}`, goal: '<= 3' });
+  if (m.memory) {
+    const off = Math.abs(m.memory.ratio - 1);
+    t.push({
+      name: 'tracker within 10% of the process growth while the model loads and serves (cpu)',
+      met: off <= 0.1,
+      measured: `${(m.memory.trackerBytes / 2 ** 20).toFixed(1)} MiB tracked, ${(m.memory.rssBytes / 2 ** 20).toFixed(1)} MiB resident growth (${(m.memory.ratio * 100).toFixed(1)}%)`,
+      goal: '90% .. 110%',
+      gap: off <= 0.1 ? undefined : `${(Math.abs(m.memory.rssBytes - m.memory.trackerBytes) / 2 ** 20).toFixed(1)} MiB ${m.memory.trackerBytes < m.memory.rssBytes ? 'untracked' : 'tracked but not resident'}`,
+    });
+  }
   return t;
 }
 
@@ -193,6 +224,7 @@ export function printReport(rep: BenchReport): void {
   out.push(`\noverhead: tiny op engine ${rep.overhead.tiny.engineUs.toFixed(1)} us, raw ${rep.overhead.tiny.rawUs.toFixed(1)} us; ` + `GEMM 1024 engine ${(rep.overhead.gemm1024.engineUs / 1000).toFixed(2)} ms, raw ${(rep.overhead.gemm1024.rawUs / 1000).toFixed(2)} ms`);
   if (rep.engine) out.push(...printEngine(rep.engine));
   if (rep.threads) out.push(...printThreads(rep.threads));
+  if (rep.model) out.push(...printModel(rep.model));
   out.push('\ntargets:');
   for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);
   console.log(out.join('\n'));

@@ -15,6 +15,7 @@ import { KvCache } from './kv_cache.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 
 const PROJ = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+type Kind = 'all' | 'last' | 'decode' | 'probe';
 type ProjName = (typeof PROJ)[number];
 
 interface Layer {
@@ -169,7 +170,42 @@ export class LlamaModel {
     return t;
   }
 
-  private async step(kind: 'all' | 'last' | 'decode', tokens: Int32Array, positions: Int32Array, [B, S]: number[], cache: KvCache, last: Int32Array | null): Promise<Tensor> {
+  /**
+   * What enters each projection when `prompts` (all of one length) are prefilled: one entry per distinct input (q, k and v share one),
+   * with the labels of the Linears it feeds and its values [B, S, in]. The activations that LLM.int8's outlier
+   * threshold is about, from a real forward pass.
+   */
+  async linearInputs(prompts: readonly (readonly number[])[]): Promise<{ linears: string[]; x: Tensor }[]> {
+    this.assertLive();
+    const lens = new Set(prompts.map((p) => p.length));
+    if (lens.size !== 1 || prompts[0].length < 1) throw new ServelabError(`linearInputs: the prompts must have one length, at least 1 (got ${[...lens].join(', ')})`);
+    const cache = await this.createCache(prompts.length, prompts[0].length);
+    try {
+      const B = prompts.length;
+      const S = cache.maxSeq;
+      const tokens = new Int32Array(B * S);
+      prompts.forEach((p, b) => p.forEach((t, i) => (tokens[b * S + i] = this.checkToken(t))));
+      const positions = Int32Array.from({ length: B * S }, (_, i) => i % S);
+      const probes = this.device.graph(this, 'probe', () => this.graph('probe')).outputs.length;
+      const outs = await this.runStep('probe', tokens, positions, [B, S], cache, null);
+      outs[0].dispose();
+      const sites = this.probeSites;
+      if (sites.length !== probes - 1 - 2 * this.cfg.numLayers) throw new ServelabError('linearInputs: probe outputs do not match the sites');
+      return sites.map((linears, i) => ({ linears, x: outs[1 + i] }));
+    } finally {
+      cache.dispose();
+    }
+  }
+
+  /** Labels of the Linears each probe output feeds, in output order (filled when the probe graph is built). */
+  private probeSites: string[][] = [];
+
+  private async step(kind: 'all' | 'last' | 'decode', tokens: Int32Array, positions: Int32Array, shape: number[], cache: KvCache, last: Int32Array | null): Promise<Tensor> {
+    return (await this.runStep(kind, tokens, positions, shape, cache, last))[0];
+  }
+
+  /** One session call: [logits, ...probes]; the present caches replace the cache's tensors. */
+  private async runStep(kind: Kind, tokens: Int32Array, positions: Int32Array, [B, S]: number[], cache: KvCache, last: Int32Array | null): Promise<Tensor[]> {
     const dev = this.device;
     const g = dev.graph(this, kind, () => this.graph(kind));
     const feeds = [
@@ -179,17 +215,18 @@ export class LlamaModel {
     ];
     if (last) feeds.push(dev.tensor(last, [B], 'int32', { label: 'last' }));
     try {
-      const keep = g.outputs.map((_, i): 'host' | 'device' => (i === 0 ? 'host' : 'device'));
-      const [logits, ...present] = await dev.run(g, [...feeds, ...cache.feeds()], { keep, label: 'logits' });
-      cache.replace(present);
-      return logits;
+      const numProbes = g.outputs.length - 1 - 2 * this.cfg.numLayers;
+      const keep = g.outputs.map((_, i): 'host' | 'device' => (i <= numProbes ? 'host' : 'device'));
+      const outs = await dev.run(g, [...feeds, ...cache.feeds()], { keep, label: 'logits' });
+      cache.replace(outs.slice(1 + numProbes));
+      return outs.slice(0, 1 + numProbes);
     } finally {
       for (const t of feeds) t.dispose();
     }
   }
 
-  /** The step graph: tokens, positions, pastLengths[, last], k0, v0, ... -> logits, present k0, v0, ... */
-  private graph(kind: 'all' | 'last' | 'decode'): Graph {
+  /** The step graph: tokens, positions, pastLengths[, last], k0, v0, ... -> logits[, probes], present k0, v0, ... */
+  private graph(kind: Kind): Graph {
     const cfg = this.cfg;
     const g = new Graph(`${cfg.numLayers}-layer Llama ${kind === 'decode' ? 'decode step' : 'prefill'} (${this.format})`);
     const seq = kind === 'decode' ? 1 : 'seq';
@@ -200,6 +237,8 @@ export class LlamaModel {
     const cacheShape = ['batch', cfg.numKvHeads, 'maxSeq', cfg.headDim];
     const past = Array.from({ length: cfg.numLayers }, (_, i) => [g.input(`past.${i}.k`, 'fp32', cacheShape), g.input(`past.${i}.v`, 'fp32', cacheShape)]);
     const present: Value[] = [];
+    const probed = new Map<Value, string[]>();
+    const probe = (x: Value, label: string) => probed.set(x, [...(probed.get(x) ?? []), label]);
     const attend: Attend = (i, q, k, v) => {
       const [att, pk, pv] = g.op('GroupQueryAttention', [q, k, v, past[i][0], past[i][1], lengths], { numHeads: cfg.numHeads, kvNumHeads: cfg.numKvHeads });
       present.push(pk, pv);
@@ -208,12 +247,16 @@ export class LlamaModel {
     const w: DecoderWeights = {
       embedding: g.constant('embedding', this.embedding),
       layers: this.layers.map((l, i) => {
-        const p = (name: ProjName) => (x: Value) => l.proj[name].addTo(g, x);
+        const p = (name: ProjName) => (x: Value) => {
+          if (kind === 'probe') probe(x, l.proj[name].label);
+          return l.proj[name].addTo(g, x);
+        };
         return { attnNorm: g.constant(`layers.${i}.attnNorm`, l.attnNorm), mlpNorm: g.constant(`layers.${i}.mlpNorm`, l.mlpNorm), q: p('q'), k: p('k'), v: p('v'), o: p('o'), gate: p('gate'), up: p('up'), down: p('down') };
       }),
       finalNorm: g.constant('finalNorm', this.finalNorm),
       // Prefill for generation needs each prompt's last row only: pick it before the head, the model's widest product.
       head: (x) => {
+        if (kind === 'probe') probe(x, 'head');
         if (!last) return this.head.addTo(g, x);
         const rows = g.op('Reshape', [x], { shape: [-1, cfg.hiddenSize] })[0];
         const picked = g.op('Gather', [rows, last])[0]; //                                     [B, H]
@@ -223,6 +266,8 @@ export class LlamaModel {
       sin: g.constant('rope.sin', this.sin),
     };
     g.output(decoder(g, cfg, w, tokens, positions, attend));
+    this.probeSites = [...probed.values()];
+    for (const v of probed.keys()) g.output(v);
     for (const v of present) g.output(v);
     return g;
   }

@@ -66,6 +66,19 @@ describe('servelab bench', () => {
     expect(rep.overhead.rawUs).toBeGreaterThan(0);
     expect(rep.targets.map((t) => t.name)).toContain('4-bit decode GEMV 1x4096x4096 at least 5x faster than fp32');
 
+    // The built-in model: rates are tokens over the measured time, a long decode builds no session per position, and
+    // the step is set against its 4 x 7 projections and the head.
+    const m = rep.model;
+    expect(m.decode.map((d) => d.batch)).toEqual([1, 8, 32]);
+    for (const d of m.decode) expect(d.tokensPerSec).toBeCloseTo((d.batch * 1000) / d.stepMs, 6);
+    expect(m.prefill.tokensPerSec).toBeCloseTo((m.prefill.tokens * 1000) / m.prefill.ms, 6);
+    expect(m.sessions.created).toBeGreaterThan(0);
+    expect(m.sessions.created).toBeLessThanOrEqual(3);
+    expect(m.stepVsMatmuls.matmuls).toBe(29);
+    expect(m.stepVsMatmuls.ratio).toBeCloseTo(m.stepVsMatmuls.stepMs / m.stepVsMatmuls.matmulsMs, 9);
+    expect(m.memory!.byTag.weights).toBeGreaterThan(12e6);
+    expect(m.memory!.byTag.kv).toBe(2 * 4 * 8 * 2 * 256 * 64 * 4);
+
     // Quantized Linear layers: every format and outlier count at every shape of both sweeps, speedups against the
     // fp32 row of the same shape, and bytes per weight as the tracker counted them, equal to each format's formula.
     const q = rep.quant;

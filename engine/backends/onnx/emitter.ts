@@ -58,7 +58,19 @@ export class Emitter {
   /** Where each symbol can be read at run time: a graph input's name and axis. */
   private readonly symbolSource = new Map<string, [string, number]>();
 
+  private readonly memos = new Map<string, unknown>();
+
   constructor(readonly opts: LowerOptions) {}
+
+  /**
+   * Values emitted once per graph under `key`, for subgraphs that several nodes would each emit alike (every
+   * attention layer's checks and lengths derived from one pastLengths input): onnxruntime runs each node it is
+   * given, and removes duplicates only where it can prove them equal.
+   */
+  memo<T>(key: string, make: () => T): T {
+    if (!this.memos.has(key)) this.memos.set(key, make());
+    return this.memos.get(key) as T;
+  }
 
   /** Registers a graph input's symbolic dims as readable from it. */
   sourceOf(name: string, shape: Shape): void {

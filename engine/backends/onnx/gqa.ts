@@ -24,31 +24,39 @@ export function lowerGroupQueryAttention(e: Emitter, n: Node, ins: string[]): st
   const D = (q!.shape[2] as number) / Hq;
   const dims: Dims = { Hq, Hkv, D, scale: (n.attrs.scale as number | undefined) ?? 1 / Math.sqrt(D), type: onnxType(q!.dtype, e.opts) };
   const [B, S] = q!.shape;
-  const S1 = e.node('Shape', [ins[0]], [attr('start', 1), attr('end', 2)]);
-  const T1 = e.node('Shape', [ins[3]], [attr('start', 2), attr('end', 3)]);
-  const lens = e.node('Cast', [ins[5]], [attr('to', OnnxType.INT64)]);
-  const ends = e.node('Add', [lens, S1]);
-  const fits = e.node('And', [e.node('GreaterOrEqual', [lens, e.int64([0], [])]), e.node('LessOrEqual', [ends, T1])]);
-  const checked = guard(e, lens, all(e, fits), 'GroupQueryAttention: a past length is negative, or past length + new tokens exceed the cache length');
+  // Every layer of a model reads the same pastLengths against caches of one length (a symbol binds to one size per
+  // run): its checks and derived lengths are emitted once.
+  const key = `gqa|${ins[5]}|S=${String(S)}|T=${String(n.inputs[3]!.shape[2])}`;
+  const { checked, S1, T1 } = e.memo(key, () => {
+    const S1 = e.node('Shape', [ins[0]], [attr('start', 1), attr('end', 2)]);
+    const T1 = e.node('Shape', [ins[3]], [attr('start', 2), attr('end', 3)]);
+    const lens = e.node('Cast', [ins[5]], [attr('to', OnnxType.INT64)]);
+    const ends = e.node('Add', [lens, S1]);
+    const fits = e.node('And', [e.node('GreaterOrEqual', [lens, e.int64([0], [])]), e.node('LessOrEqual', [ends, T1])]);
+    const checked = guard(e, lens, all(e, fits), 'GroupQueryAttention: a past length is negative, or past length + new tokens exceed the cache length');
+    return { checked, S1, T1 };
+  });
   // onnxruntime's kernel needs a head dim that is a multiple of 8.
   const fused = (S === 1 || B === 1) && D % 8 === 0;
-  return fused ? fusedGqa(e, ins, dims, checked, S1, T1) : plainGqa(e, ins, dims, checked, S1, T1);
+  return fused ? fusedGqa(e, ins, dims, key, checked, S1, T1) : plainGqa(e, ins, dims, checked, S1, T1);
 }
 
-function fusedGqa(e: Emitter, ins: string[], d: Dims, lens: string, S1: string, T1: string): string[] {
-  const ends = e.node('Add', [lens, S1]);
-  // onnxruntime's convention: seqlens_k is each sequence's total length - 1, total_sequence_length their maximum.
-  const seqlensK = e.node('Cast', [e.node('Sub', [ends, e.int64([1], [])])], [attr('to', OnnxType.INT32)]);
-  const total = e.node('Cast', [e.node('ReduceMax', [ends], [attr('keepdims', 0)])], [attr('to', OnnxType.INT32)]);
+function fusedGqa(e: Emitter, ins: string[], d: Dims, key: string, lens: string, S1: string, T1: string): string[] {
+  const { seqlensK, total, mask } = e.memo(`${key}|fused`, () => {
+    const ends = e.node('Add', [lens, S1]);
+    // onnxruntime's convention: seqlens_k is each sequence's total length - 1, total_sequence_length their maximum.
+    const seqlensK = e.node('Cast', [e.node('Sub', [ends, e.int64([1], [])])], [attr('to', OnnxType.INT32)]);
+    const total = e.node('Cast', [e.node('ReduceMax', [ends], [attr('keepdims', 0)])], [attr('to', OnnxType.INT32)]);
+    // Rows outside the written span keep the past: the CPU kernel zeroes them and the WebGPU one writes other
+    // sequences' new rows there (measured with onnxruntime-node 1.30), neither of which the op's semantics allow.
+    const rows = e.node('Range', [e.int64([0], []), e.node('Squeeze', [T1, e.int64([0])]), e.int64([1], [])]);
+    const lo = e.node('Unsqueeze', [lens, e.int64([1])]);
+    const hi = e.node('Unsqueeze', [ends, e.int64([1])]);
+    const written = e.node('And', [e.node('GreaterOrEqual', [rows, lo]), e.node('Less', [rows, hi])]);
+    return { seqlensK, total, mask: e.node('Unsqueeze', [written, e.int64([1, 3])]) };
+  });
   const attrs = [attr('num_heads', d.Hq), attr('kv_num_heads', d.Hkv), attr('scale', d.scale, true)];
   const [out, pk, pv] = e.nodeMulti('GroupQueryAttention', [ins[0], ins[1], ins[2], ins[3], ins[4], seqlensK, total], 3, attrs, 'com.microsoft');
-  // Rows outside the written span keep the past: the CPU kernel zeroes them and the WebGPU one writes other
-  // sequences' new rows there (measured with onnxruntime-node 1.30), neither of which the op's semantics allow.
-  const rows = e.node('Range', [e.int64([0], []), e.node('Squeeze', [T1, e.int64([0])]), e.int64([1], [])]);
-  const lo = e.node('Unsqueeze', [lens, e.int64([1])]);
-  const hi = e.node('Unsqueeze', [ends, e.int64([1])]);
-  const written = e.node('And', [e.node('GreaterOrEqual', [rows, lo]), e.node('Less', [rows, hi])]);
-  const mask = e.node('Unsqueeze', [written, e.int64([1, 3])]);
   return [out, e.node('Where', [mask, pk, ins[3]]), e.node('Where', [mask, pv, ins[4]])];
 }
 
