@@ -15,6 +15,8 @@ export type BackendName = (typeof BACKENDS)[number];
 /** A compiled graph (an onnxruntime session). */
 export interface Executable {
   release(): Promise<void>;
+  /** [output index, input index] pairs: the output is written into that donated input's buffer. */
+  readonly aliases?: readonly (readonly [number, number])[];
 }
 
 export interface CompileOptions {
@@ -23,12 +25,20 @@ export interface CompileOptions {
    * session, so this is part of what is compiled (and of the compile cache's key).
    */
   deviceOutputs?: readonly boolean[];
+  /**
+   * Per graph input: whether the caller donates its buffer to the run (buffer donation, as JAX's donate_argnums).
+   * An op that updates a donated input, such as a KV cache written by GroupQueryAttention, may then write its output
+   * into that input's buffer instead of a copy; which outputs do is decided when the graph is lowered.
+   */
+  donated?: readonly boolean[];
 }
 
-/** The compile cache's key suffix for these options: '' for all outputs on the host. */
+/** The compile cache's key suffix for these options: '' for all outputs on the host and nothing donated. */
 export function compileKey(opts: CompileOptions = {}): string {
   const d = opts.deviceOutputs;
-  return d && d.some(Boolean) ? `|device:${d.map((b) => (b ? 1 : 0)).join('')}` : '';
+  const g = opts.donated;
+  const bits = (x: readonly boolean[]) => x.map((b) => (b ? 1 : 0)).join('');
+  return (d && d.some(Boolean) ? `|device:${bits(d)}` : '') + (g && g.some(Boolean) ? `|donated:${bits(g)}` : '');
 }
 
 /** A run's operand: host storage, or a buffer in the backend's device memory. */

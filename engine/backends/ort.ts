@@ -21,6 +21,7 @@ export interface OrtExecutable extends Executable {
   outputNames: string[];
   /** Per output: left in a GPU buffer by the session. */
   deviceOutputs: readonly boolean[];
+  readonly aliases: readonly (readonly [number, number])[];
   /** Its outputs still alive in GPU buffers, which must not outlive the session (see ort_gpu_memory.ts). */
   buffers: Set<OrtBuffer>;
   /** Profile file prefix while this session's first run still has to report where its nodes ran. */
@@ -83,7 +84,8 @@ export class OrtBackend implements Backend {
   }
 
   async compile(graph: Graph, opts: CompileOptions = {}, hooks: { lowered?(modelBytes: number): void } = {}): Promise<OrtExecutable> {
-    const lowered = lowerGraph(graph, this.lowerOpts);
+    // Outputs written into donated inputs need host buffers onnxruntime can be handed as preallocated outputs.
+    const lowered = lowerGraph(graph, this.lowerOpts, this.deviceMemory ? [] : (opts.donated ?? []));
     hooks.lowered?.(lowered.bytes.byteLength);
     // The WebGPU provider hands ops it lacks to the CPU provider; only a profile of a real run tells which.
     const profilePrefix = this.name === 'webgpu' ? join(tmpdir(), `servelab-ort-${process.pid}-${profileCount++}`) : null;
@@ -103,6 +105,7 @@ export class OrtBackend implements Backend {
       inputNames: lowered.inputNames,
       outputNames: lowered.outputNames,
       deviceOutputs,
+      aliases: lowered.aliases,
       buffers: new Set(),
       profilePrefix,
       release: () =>
@@ -126,9 +129,19 @@ export class OrtBackend implements Backend {
       ortFeeds[c.inputNames[i]] = isHostStorage(f) ? toOrt(v.dtype, f, concrete ? resolveShape(v.shape, binding.sizes) : (v.shape as readonly number[])) : liveBuffer(f as OrtBuffer).value;
     });
     const mem = this.deviceMemory;
-    const out = await (mem ? mem.track(c.session.run(ortFeeds)) : c.session.run(ortFeeds));
+    let fetches: Record<string, ort.Tensor | null> | undefined;
+    if (c.aliases.length > 0) {
+      // A preallocated output that is the input's own tensor: onnxruntime writes the result into that buffer.
+      fetches = Object.fromEntries(c.outputNames.map((n) => [n, null]));
+      for (const [o, i] of c.aliases) fetches[c.outputNames[o]] = ortFeeds[c.inputNames[i]];
+    }
+    const running = fetches ? c.session.run(ortFeeds, fetches) : c.session.run(ortFeeds);
+    const out = await (mem ? mem.track(running) : running);
     if (c.profilePrefix) this.readPlacement(c);
+    const aliased = new Map(c.aliases.map(([o, i]) => [o, feeds[i]]));
     return graph.outputs.map((v, i) => {
+      // Written into the donated feed's own buffer: that storage is the result (the binding's copy is dropped).
+      if (aliased.has(i)) return aliased.get(i)!;
       const o = out[c.outputNames[i]] as ort.Tensor;
       return c.deviceOutputs[i] ? mem!.wrap(o, c.buffers, v.dtype) : fromOrt(v.dtype, o);
     });

@@ -27,6 +27,13 @@ export interface RunOptions extends TensorOptions {
    * (and counted under 'compiled') as a session of its own.
    */
   keep?: Location | readonly Location[];
+  /**
+   * Indices of feeds the caller gives up (buffer donation): each is disposed by a successful run, and an op that
+   * updates it (GroupQueryAttention's KV cache) writes its output into that feed's buffer instead of a new one, so a
+   * decode step neither copies nor holds its cache twice. A donated feed must appear once among the feeds. A run that
+   * fails keeps them, though an op that failed part way may have written to them.
+   */
+  donate?: readonly number[];
 }
 
 export interface DeviceOptions {
@@ -172,6 +179,7 @@ export class Device implements DeviceRef {
       if (mem) upBytes += mem.bytes(t.dtype, t.numel) ?? t.bytes;
       return t.data;
     });
+    const donated = this.donations(graph, feeds, opts.donate);
     const binding = bindShapes(graph, feeds.map((t) => t.shape));
     for (const [v, t] of graph.constants) {
       if (t.device !== this) throw new DeviceError(`${graph.name}: constant '${v.name}' is on ${t.device.name}, the graph runs on ${this.name}`);
@@ -191,16 +199,20 @@ export class Device implements DeviceRef {
       if (mem && !keep[i]) downBytes += carried;
     });
     const tag = opts.tag ?? 'activations';
-    if (!this.memory.canAllocate(total)) {
-      throw new OutOfMemoryError(this.name, total, this.memory.live, this.memory.budget!, tag);
+    // Donated feeds are freed as the outputs arrive: the tracker's peak is what is live, less them, plus the outputs.
+    const freed = feeds.reduce((s, t, i) => s + (donated[i] ? t.bytes : 0), 0);
+    if (!this.memory.canAllocate(total - freed)) {
+      throw new OutOfMemoryError(this.name, total, this.memory.live - freed, this.memory.budget!, tag);
     }
     // Held for the run, so that a feed disposed while the run is pending keeps its buffer until the run ends.
     const held = operands.filter((o): o is DeviceBuffer => !ArrayBuffer.isView(o));
     for (const b of held) b.retain();
     let out;
     try {
-      const entry = await this.cache.get(graph, keep.some(Boolean) ? { deviceOutputs: keep } : {});
+      const entry = await this.cache.get(graph, { ...(keep.some(Boolean) ? { deviceOutputs: keep } : {}), ...(donated.some(Boolean) ? { donated } : {}) });
       out = await this.cache.run(entry, feedElements, total, () => this.backend.run(entry.exe, graph, operands, binding));
+      // The outputs written into donated feeds take their bytes over: the feeds go first, so nothing counts twice.
+      feeds.forEach((t, i) => donated[i] && t.dispose());
     } catch (e) {
       throw e instanceof ServelabError ? e : new KernelError(graph.name, this.name, e);
     } finally {
@@ -252,6 +264,17 @@ export class Device implements DeviceRef {
     } finally {
       buf.release();
     }
+  }
+
+  /** Per input: whether its feed is donated (checked: indices in range, each feed once among the feeds). */
+  private donations(graph: Graph, feeds: readonly Tensor[], donate: readonly number[] = []): boolean[] {
+    const out = feeds.map(() => false);
+    for (const i of donate) {
+      if (!Number.isInteger(i) || i < 0 || i >= feeds.length) throw new ServelabError(`${graph.name}: donate names feed ${i}; the graph takes ${feeds.length}`);
+      if (feeds.some((t, j) => j !== i && t === feeds[i])) throw new ServelabError(`${graph.name}: feed ${i} ('${graph.inputs[i].name}') is donated but also fed as another input`);
+      out[i] = true;
+    }
+    return out;
   }
 
   /** Per output: whether it stays in device memory, as asked where this device can hold it. */

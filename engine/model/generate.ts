@@ -67,6 +67,13 @@ export function sampleToken(logits: Float32Array, opts: { temperature: number; t
   return order[kept.length - 1];
 }
 
+/** Length of the longest tail of `text` that is a proper prefix of a stop string. */
+function heldForStop(text: string, stops: readonly string[]): number {
+  let held = 0;
+  for (const s of stops) for (let k = Math.min(s.length - 1, text.length); k > held; k--) if (text.endsWith(s.slice(0, k))) held = k;
+  return held;
+}
+
 function checkOptions(o: GenerateOptions): { maxTokens: number; temperature: number; topK: number; topP: number } {
   const maxTokens = o.maxTokens ?? 64;
   const temperature = o.temperature ?? 0;
@@ -118,8 +125,9 @@ export async function generate(model: LlamaModel, prompt: string | readonly numb
           text = text.slice(0, Math.min(...hit));
           stopReason = 'stop';
         }
-        // Bytes of a character not yet complete decode to U+FFFD: hold them back until the character is whole.
-        const ready = stopReason === 'stop' ? text.length : text.endsWith('\uFFFD') ? text.lastIndexOf('\uFFFD') : text.length;
+        // Bytes of a character not yet complete decode to U+FFFD, and a tail that may begin a stop string may be cut
+        // yet: both are held back until the next tokens tell.
+        const ready = stopReason === 'stop' ? text.length : Math.min(text.endsWith('\uFFFD') ? text.lastIndexOf('\uFFFD') : text.length, text.length - heldForStop(text, stops));
         if (ready > emitted) opts.onText?.(text.slice(emitted, ready));
         emitted = Math.max(emitted, ready);
         if (stopReason === 'stop') break;

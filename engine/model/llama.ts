@@ -71,20 +71,30 @@ export class LlamaModel {
   static async fromWeights(dev: Device, cfg: LlamaConfig, source: WeightSource, opts: ModelOptions = {}): Promise<LlamaModel> {
     const format = opts.format ?? 'fp32';
     const made: { dispose(): void }[] = [];
-    const keep = <T extends { dispose(): void }>(x: T): T => (made.push(x), x);
-    const H = cfg.hiddenSize;
-    const vector = async (name: string, label: string) => keep(dev.tensor(await source(name, [H]), [H], 'fp32', { tag: 'weights', label }));
-    const linear = async (name: string, out: number, inF: number, label: string) => {
-      const w = dev.tensor(transpose2d(await source(name, [out, inF]), out, inF), [inF, out], 'fp32', { tag: 'weights', label: `${label}.source` });
+    // An error while one weight is read or converted names that weight (the same error object, its type kept).
+    const naming = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
       try {
-        return keep(await Linear.fromWeights(dev, w, { ...opts.linear, format, label }));
-      } finally {
-        w.dispose();
+        return await fn();
+      } catch (e) {
+        if (e instanceof Error && !e.message.includes(name)) e.message = `weight ${name}: ${e.message}`;
+        throw e;
       }
     };
+    const keep = <T extends { dispose(): void }>(x: T): T => (made.push(x), x);
+    const H = cfg.hiddenSize;
+    const vector = (name: string, label: string) => naming(name, async () => keep(dev.tensor(await source(name, [H]), [H], 'fp32', { tag: 'weights', label })));
+    const linear = (name: string, out: number, inF: number, label: string) =>
+      naming(name, async () => {
+        const w = dev.tensor(transpose2d(await source(name, [out, inF]), out, inF), [inF, out], 'fp32', { tag: 'weights', label: `${label}.source` });
+        try {
+          return keep(await Linear.fromWeights(dev, w, { ...opts.linear, format, label }));
+        } finally {
+          w.dispose();
+        }
+      });
     try {
       const V = cfg.vocabSize;
-      const emb = await source(HF_NAMES.embedding, [V, H]);
+      const emb = await naming(HF_NAMES.embedding, async () => source(HF_NAMES.embedding, [V, H]));
       const embedding = keep(dev.tensor(emb, [V, H], 'fp32', { tag: 'weights', label: 'embedding' }));
       const q = cfg.numHeads * cfg.headDim;
       const kv = cfg.numKvHeads * cfg.headDim;
@@ -217,7 +227,9 @@ export class LlamaModel {
     try {
       const numProbes = g.outputs.length - 1 - 2 * this.cfg.numLayers;
       const keep = g.outputs.map((_, i): 'host' | 'device' => (i <= numProbes ? 'host' : 'device'));
-      const outs = await dev.run(g, [...feeds, ...cache.feeds()], { keep, label: 'logits' });
+      // The cache is donated: attention writes the new rows into its buffers (no copy, never held twice).
+      const donate = cache.feeds().map((_, i) => feeds.length + i);
+      const outs = await dev.run(g, [...feeds, ...cache.feeds()], { keep, label: 'logits', donate });
       cache.replace(outs.slice(1 + numProbes));
       return outs.slice(0, 1 + numProbes);
     } finally {

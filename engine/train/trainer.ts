@@ -25,7 +25,7 @@ export interface TrainRecipe {
   /** Tokens per sequence (at most model.maxPositions). */
   context: number;
   steps: number;
-  /** Peak learning rate, reached after `warmup` steps, then cosine decay to minLr at the last step. */
+  /** Peak learning rate, reached at step warmup - 1, then cosine decay reaching minLr at step `steps` (one past the last). */
   lr: number;
   minLr: number;
   warmup: number;

@@ -59,6 +59,10 @@ export class Emitter {
   private readonly symbolSource = new Map<string, [string, number]>();
 
   private readonly memos = new Map<string, unknown>();
+  /** ONNX names of the graph inputs the caller donates (see CompileOptions.donated). */
+  readonly donated = new Set<string>();
+  /** Values a lowering wrote into a donated input's buffer: value name -> that input's name. */
+  readonly aliases = new Map<string, string>();
 
   constructor(readonly opts: LowerOptions) {}
 

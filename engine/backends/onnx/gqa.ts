@@ -57,6 +57,13 @@ function fusedGqa(e: Emitter, ins: string[], d: Dims, key: string, lens: string,
   });
   const attrs = [attr('num_heads', d.Hq), attr('kv_num_heads', d.Hkv), attr('scale', d.scale, true)];
   const [out, pk, pv] = e.nodeMulti('GroupQueryAttention', [ins[0], ins[1], ins[2], ins[3], ins[4], seqlensK, total], 3, attrs, 'com.microsoft');
+  if (e.donated.has(ins[3]) && e.donated.has(ins[4]) && ins[3] !== ins[4]) {
+    // Donated caches: the kernel writes the new rows into the past buffers themselves (onnxruntime shares past and
+    // present when they are one buffer) and touches no other row, so nothing is copied and no mask is needed.
+    e.aliases.set(pk, ins[3]);
+    e.aliases.set(pv, ins[4]);
+    return [out, pk, pv];
+  }
   return [out, e.node('Where', [mask, pk, ins[3]]), e.node('Where', [mask, pv, ins[4]])];
 }
 

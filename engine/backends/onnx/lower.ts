@@ -27,12 +27,15 @@ export interface Lowered {
   opTypes: string[];
   /** Bytes of the constants baked in as initializers. */
   constantBytes: number;
+  /** [output index, input index]: outputs written into donated inputs' buffers. */
+  aliases: [number, number][];
 }
 
-export function lowerGraph(g: Graph, opts: LowerOptions): Lowered {
+export function lowerGraph(g: Graph, opts: LowerOptions, donated: readonly boolean[] = []): Lowered {
   const e = new Emitter(opts);
   const name = new Map<Value, string>();
   const inputNames = g.inputs.map((_, i) => `in${i}`);
+  inputNames.forEach((n, i) => donated[i] && e.donated.add(n));
 
   g.inputs.forEach((v, i) => {
     e.sourceOf(inputNames[i], v.shape);
@@ -55,9 +58,18 @@ export function lowerGraph(g: Graph, opts: LowerOptions): Lowered {
   }
 
   const outputNames = g.outputs.map((_, i) => `out${i}`);
+  const aliases: [number, number][] = [];
   g.outputs.forEach((v, i) => {
     const carried = onnxType(v.dtype, opts);
     const fetched = feedType(v.dtype, opts);
+    const src = e.aliases.get(name.get(v)!);
+    if (src !== undefined && carried === fetched && !aliases.some(([, j]) => inputNames[j] === src)) {
+      // Written into a donated input's buffer: the producing node's output is the graph output itself (no Identity
+      // in between, which would be a copy into a buffer of its own).
+      rename(e, name.get(v)!, outputNames[i]);
+      aliases.push([i, inputNames.indexOf(src)]);
+      return;
+    }
     e.named(carried === fetched ? 'Identity' : 'Cast', [name.get(v)!], outputNames[i], carried === fetched ? [] : [attr('to', fetched)]);
   });
 
@@ -76,5 +88,13 @@ export function lowerGraph(g: Graph, opts: LowerOptions): Lowered {
       output: g.outputs.map((v, i) => valueInfo(outputNames[i], feedType(v.dtype, opts), v.shape)),
     },
   };
-  return { bytes: encodeModel(model), inputNames, outputNames, opTypes: [...new Set(e.nodes.map((n) => n.op_type))], constantBytes };
+  return { bytes: encodeModel(model), inputNames, outputNames, opTypes: [...new Set(e.nodes.map((n) => n.op_type))], constantBytes, aliases };
+}
+
+/** Every use of value `from` (as a node's output or input) renamed `to`. */
+function rename(e: Emitter, from: string, to: string): void {
+  for (const n of e.nodes) {
+    n.output = n.output.map((o) => (o === from ? to : o));
+    n.input = n.input.map((x) => (x === from ? to : x));
+  }
 }
