@@ -29,6 +29,8 @@ export interface EvaluateOptions {
   /** Another evaluation's greedy tokens on the same data, to measure agreement with. */
   agreeWith?: Int32Array;
   onProgress?: (done: number, total: number) => void;
+  /** Stops between batches (the running cell's interrupt stops it too). */
+  signal?: AbortSignal;
 }
 
 /** Scores `data` (byte tokens) in consecutive windows: one prefill per batch of windows, logits at every position. */
@@ -41,6 +43,7 @@ export async function evaluate(model: LlamaModel, data: Uint8Array, opts: Evalua
   const greedy: number[] = [];
   for (const [i, b] of batches.entries()) {
     throwIfAborted();
+    opts.signal?.throwIfAborted();
     const rows = b.tokens.length / context;
     const prompts = Array.from({ length: rows }, (_, r) => Array.from(b.tokens.subarray(r * context, (r + 1) * context)));
     const cache = await model.createCache(rows, context);
