@@ -1,4 +1,4 @@
-/** The `servelab` command: kernel, build, report, device, bench and gpu-check, each with its own `--help`. */
+/** The `servelab` command: kernel, build, report, train, generate, eval, device, bench and gpu-check, each with its own `--help`. */
 import { parseArgs } from 'node:util';
 import { ServelabError } from '../engine/index.ts';
 import { COMMANDS, commandUsage, usage, wantsHelp } from './commands/usage.ts';
@@ -53,6 +53,14 @@ export async function main(argv: string[]): Promise<number> {
       case 'train': {
         const { trainCommand } = await import('./commands/train.ts');
         return await trainCommand(rest);
+      }
+      case 'generate': {
+        const { generateCommand } = await import('./commands/generate.ts');
+        return await generateCommand(rest);
+      }
+      case 'eval': {
+        const { evalCommand } = await import('./commands/eval.ts');
+        return await evalCommand(rest);
       }
       case 'build': {
         const { values } = parseArgs({ args: rest, options: { check: { type: 'boolean' }, root: { type: 'string' } } });

@@ -1,11 +1,14 @@
 /**
- * What every cell has without importing: the display functions, the exercise checks (`check`, `feedback`), and
- * `lab` (the running cell's AbortSignal), with the declarations the type checker needs for them.
+ * What every cell has without importing: the display functions, generation and training shown as they run
+ * (`generateInCell`, `liveLoss`), the exercise checks (`check`, `feedback`), and `lab` (the running cell's
+ * AbortSignal), with the declarations the type checker needs for them.
  */
 import { fileURLToPath } from 'node:url';
 import { sink, hasSink } from './display/sink.ts';
 import { displayGlobals } from './display/display.ts';
 import { exerciseGlobals } from './lesson/exercise.ts';
+import { generateInCell } from './display/generate_stream.ts';
+import { liveLoss } from './display/live_loss.ts';
 import type { CommRegistry } from './comm.ts';
 
 let comms: CommRegistry | null = null;
@@ -30,7 +33,7 @@ export const lab = {
 };
 
 export function labGlobals(): Record<string, unknown> {
-  return { ...displayGlobals(), ...exerciseGlobals, lab };
+  return { ...displayGlobals(), generateInCell, liveLoss, ...exerciseGlobals, lab };
 }
 
 /** `declare const name: typeof import(module)[name]` for each global, so cells are checked against the real types. */
@@ -39,6 +42,8 @@ export function labPrelude(): string {
   const decl = (names: string[], mod: string) => names.map((k) => `declare const ${k}: typeof import(${mod})[${JSON.stringify(k)}];`);
   return [
     ...decl(Object.keys(displayGlobals()), from('./display/display.ts')),
+    ...decl(['generateInCell'], from('./display/generate_stream.ts')),
+    ...decl(['liveLoss'], from('./display/live_loss.ts')),
     ...decl(Object.keys(exerciseGlobals), from('./lesson/exercise.ts')),
     ...decl(['lab'], from('./lab_globals.ts')),
   ].join('\n');

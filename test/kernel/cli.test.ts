@@ -32,7 +32,7 @@ describe('servelab CLI', () => {
   });
 
   it('every command answers --help and -h with its own usage and options, and does nothing else', () => {
-    expect(Object.keys(COMMANDS).sort()).toEqual(['bench', 'build', 'device', 'gpu-check', 'kernel', 'report']);
+    expect(Object.keys(COMMANDS).sort()).toEqual(['bench', 'build', 'device', 'eval', 'generate', 'gpu-check', 'kernel', 'report', 'train']);
     // Options each command's parser accepts: the usage must name every one of them.
     const flags: Record<string, string[]> = {
       kernel: ['--user', '--prefix', '--connection-file'],
@@ -41,6 +41,9 @@ describe('servelab CLI', () => {
       device: ['--json'],
       bench: ['--json', '--out', '--quick', '--device'],
       'gpu-check': ['--out'],
+      train: ['--preset', '--out', '--resume', '--stop-after', '--checkpoint-dir'],
+      generate: ['--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed', '--stop', '--format', '--model', '--json'],
+      eval: ['--format', '--model', '--context', '--bytes', '--json'],
     };
     for (const cmd of Object.keys(COMMANDS)) {
       const r = servelab(cmd, '--help');
