@@ -198,6 +198,27 @@ describe('lesson 01 (numerical precision) through the kernel', () => {
     expect(shares[0]).toBeGreaterThan(shares[shares.length - 1]);
   });
 
+  it('serves the built-in model in fp16 and bf16: the held-out loss barely moves, and the text says the measured numbers', async () => {
+    const q = (await value('Object.fromEntries(Object.entries(quality).map(([f, q]) => [f, [q.nats, q.agreement ?? 1, q.weightBytes, q.tokens]]))')) as Record<string, [number, number, number, number]>;
+    expect(Object.keys(q)).toEqual(['fp32', 'fp16', 'bf16']);
+    const [fp32, fp16, bf16] = [q.fp32, q.fp16, q.bf16];
+    // A trained model: well under the byte trigram's 2.06 nats per byte, far under uniform's ln 258 = 5.55.
+    expect(fp32[0]).toBeGreaterThan(1);
+    expect(fp32[0]).toBeLessThan(1.8);
+    expect(fp32[3]).toBe(4096);
+    expect(Math.abs(fp16[0] - fp32[0])).toBeLessThan(1e-3);
+    expect(Math.abs(bf16[0] - fp32[0])).toBeLessThan(1e-2);
+    expect(fp16[1]).toBeGreaterThan(0.99);
+    expect(bf16[1]).toBeGreaterThan(0.97);
+    expect(fp16[1]).toBeGreaterThanOrEqual(bf16[1]);
+    // The projections' bytes as the tracker counts them: exactly half in 16 bits.
+    expect(fp16[2] * 2).toBe(fp32[2]);
+    expect(bf16[2]).toBe(fp16[2]);
+    const said = markdownOf(outputsOf('const change = '));
+    expect(said).toContain(`Against a held-out loss of ${fp32[0].toFixed(3)} nats per byte`);
+    expect(said).toContain(`${(100 * fp16[1]).toFixed(2)}%** (fp16)`);
+  });
+
   it("the largest-value exercise names each slip: the starter, the implicit 1, fp32's bias, the reserved exponent, a hard-coded answer, then passes", async () => {
     const checkCell = cells.find((c) => c.kind === 'check' && c.id === 'largest')!;
     const starter = feedbackOf(ran.find((r) => r.kind === 'check' && r.source === checkCell.source)!.outputs);

@@ -255,6 +255,32 @@ describe('lesson 02 (int8 quantization) through the kernel', () => {
     expect(swapText).toMatch(/LLM\.int8\(\) took [\d.]+ ms \(IQR [\d.]+-[\d.]+, \d+ runs\) per forward/);
   });
 
+  it('serves the built-in model in every format and scans its real activations against the threshold', async () => {
+    const q = (await value('Object.fromEntries(Object.entries(served).map(([f, q]) => [f, [q.nats, q.agreement ?? 1, q.bytes]]))')) as Record<string, [number, number, number]>;
+    expect(Object.keys(q)).toEqual(['fp32', 'fp16', 'int8', 'llm.int8', 'int4']);
+    const d = (f: string) => q[f][0] - q.fp32[0];
+    for (const f of ['fp16', 'int8', 'llm.int8']) expect(Math.abs(d(f)), f).toBeLessThan(5e-3);
+    // 4-bit weights cost the most, and lose more next bytes than int8.
+    expect(d('int4')).toBeGreaterThan(Math.max(d('int8'), d('llm.int8'), d('fp16')));
+    expect(q.int4[1]).toBeLessThan(q.int8[1]);
+    // Bytes: int8 is codes plus one fp32 scale per column (just over 8 bits a weight); the paper's LLM.int8() also keeps fp16.
+    expect(q.int8[2] / q.fp32[2]).toBeGreaterThan(0.25);
+    expect(q.int8[2] / q.fp32[2]).toBeLessThan(0.26);
+    expect(q['llm.int8'][2]).toBe(q.int8[2] + q.fp16[2]);
+    const scan = (await value('scan')) as Record<string, number | string>[];
+    // 4 layers x (q/k/v, o, gate/up, down) and the head, each input scanned once.
+    expect(scan).toHaveLength(17);
+    expect(scan[0]['input of']).toBe('L0 q, L0 k, L0 v');
+    expect(scan.at(-1)!['input of']).toBe('head');
+    for (const r of scan) {
+      expect(r['largest |x|'] as number).toBeGreaterThanOrEqual(r['median of the column maxima'] as number);
+      expect((r['dims with |x| >= 6'] as number) > 0).toBe((r['largest |x|'] as number) >= 6);
+    }
+    const said = markdownOf(outputsOf('const outlierSites = '));
+    const n = scan.filter((r) => (r['dims with |x| >= 6'] as number) > 0).length;
+    expect(said).toContain(`${n} of 17`);
+  });
+
   it('takes the time of LLM.int8() apart: the scan, the int8 passes, the decomposition, against fp32', async () => {
     const p = (await value('{ pieces, outliersAt }')) as { pieces: Record<string, Record<string, Timing>>; outliersAt: Record<string, number> };
     expect(Object.keys(p.pieces)).toEqual(['16', '256']);
