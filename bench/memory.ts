@@ -84,13 +84,21 @@ const self = fileURLToPath(import.meta.url);
 
 /** The workload in a child process (node with tsx's loader), its result read from the child's stdout as JSON. */
 export function memoryInFreshProcess(kind: string, quick: boolean): Promise<MemoryCheck | null> {
-  return inFreshProcess<MemoryCheck | null>(self, [kind, quick ? 'quick' : 'full']);
+  return inFreshProcess<MemoryCheck | null>(self, [kind, quick ? 'quick' : 'full'], FREED_MEMORY_RETURNS);
 }
 
+/**
+ * glibc raises its mmap threshold to the size of each large block freed, and keeps later blocks of that size in its
+ * heap after they are freed: buffers already dropped (lowering's temporaries, onnxruntime-node's copies of outputs)
+ * would stay resident as memory the allocator holds but nothing uses. With the threshold fixed, freed blocks go back
+ * to the system, and the resident set is what is in use.
+ */
+export const FREED_MEMORY_RETURNS = { MALLOC_MMAP_THRESHOLD_: String(128 * 1024) };
+
 /** Runs `script` (a module that prints one JSON line last) in a fresh node process with tsx's loader. */
-export function inFreshProcess<T>(script: string, args: string[]): Promise<T> {
+export function inFreshProcess<T>(script: string, args: string[], env: Record<string, string> = {}): Promise<T> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));

@@ -10,7 +10,7 @@ import { BUILTIN_CONFIG, BUILTIN_DIR } from '../engine/model/builtin.ts';
 import { loadModel } from '../engine/model/checkpoint.ts';
 import { hfShapes } from '../engine/model/config.ts';
 import { LlamaModel } from '../engine/model/llama.ts';
-import { collectGarbage, inFreshProcess } from './memory.ts';
+import { collectGarbage, FREED_MEMORY_RETURNS, inFreshProcess } from './memory.ts';
 import { median, timeIt } from './stats.ts';
 import { rng, uniform } from './random.ts';
 
@@ -110,7 +110,7 @@ export async function benchModel(kind: string, opts: { quick?: boolean } = {}): 
     const stepVsMatmuls = { stepMs: step.stepMs, matmulsMs, matmuls: linears.length, ratio: step.stepMs / matmulsMs };
     log(`  decode step ${step.stepMs.toFixed(3)} ms vs its ${linears.length} matmuls alone ${matmulsMs.toFixed(3)} ms (${stepVsMatmuls.ratio.toFixed(2)}x)`);
     model.dispose();
-    const memory = kind === 'cpu' ? await inFreshProcess<ModelBench['memory']>(fileURLToPath(import.meta.url), [kind]) : null;
+    const memory = kind === 'cpu' ? await inFreshProcess<ModelBench['memory']>(fileURLToPath(import.meta.url), [kind], FREED_MEMORY_RETURNS) : null;
     return { model: `${cfg.numLayers} layers, width ${cfg.hiddenSize}, vocab ${cfg.vocabSize}`, committed, prefill, decode, stepVsMatmuls, sessions, memory };
   } finally {
     await dev.dispose();

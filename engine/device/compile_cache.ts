@@ -4,6 +4,8 @@
  * size, so the cache holds one entry per structure). A session built from a constant is dropped as soon as that
  * tensor is written or disposed, and never runs again.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { compileKey, type Backend, type CompileOptions, type Executable } from '../backends/backend.ts';
 import type { Graph } from '../graph/graph.ts';
 import type { Allocation, MemoryTracker } from '../memory/tracker.ts';
@@ -35,7 +37,20 @@ export interface CompileStats {
   sessionBytes: number;
 }
 
-const rss = () => process.memoryUsage.rss();
+/**
+ * The resident set after a full garbage collection. Lowering a graph and running it leave JS objects and dropped
+ * buffers behind; whether they are still resident when the set is read depends on when the collector last ran, not
+ * on the session, so each reading starts from a collected heap (a few milliseconds, once per session and per larger
+ * run).
+ */
+const gc = (() => {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+})();
+const rss = () => {
+  gc();
+  return process.memoryUsage.rss();
+};
 
 export class CompileCache {
   private readonly entries = new Map<string, Entry>();
