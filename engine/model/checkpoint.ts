@@ -33,6 +33,8 @@ export function linearBytes(K: number, N: number, format: LinearFormat, blockSiz
     case 'fp16':
     case 'bf16':
       return 2 * K * N;
+    case 'int8-tensor':
+      return K * N + 4;
     case 'int8':
       return K * N + 4 * N;
     case 'llm.int8':

@@ -14,12 +14,13 @@ import { DeviceError, ShapeError } from '../errors.ts';
 import { assertFloat, QuantizationError } from '../quant/errors.ts';
 import { Consts } from '../quant/nodes.ts';
 import { addVectorwiseMatmul, quantizeWeightVectorwise, type Int8Weight } from '../quant/vectorwise.ts';
+import { quantize, type QuantizedTensor } from '../quant/int8.ts';
 import { checkVariant, llmInt8Matmul, quantizeLlmInt8Weight, type LlmInt8Weight } from '../quant/llm_int8.ts';
 import { checkThreshold, DEFAULT_THRESHOLD } from '../quant/outlier_scan.ts';
 import { addBias, addLlmInt8Matmul, type LlmInt8Variant } from '../quant/llm_int8_nodes.ts';
 import { quantizeWeightInt4, type Int4Weight } from '../quant/int4_blockwise.ts';
 
-export const LINEAR_FORMATS = ['fp32', 'fp16', 'bf16', 'int8', 'llm.int8', 'int4'] as const;
+export const LINEAR_FORMATS = ['fp32', 'fp16', 'bf16', 'int8-tensor', 'int8', 'llm.int8', 'int4'] as const;
 export type LinearFormat = (typeof LINEAR_FORMATS)[number];
 
 export interface LinearOptions {
@@ -65,9 +66,9 @@ export interface LinearInfo {
   options: { threshold?: number; variant?: LlmInt8Variant; blockSize?: number; accuracyLevel?: number };
 }
 
-type Held = { kind: 'float'; w: Tensor } | { kind: 'int8'; w: Int8Weight } | { kind: 'llm.int8'; w: LlmInt8Weight } | { kind: 'int4'; w: Int4Weight };
+type Held = { kind: 'float'; w: Tensor } | { kind: 'int8'; w: Int8Weight } | { kind: 'int8-tensor'; w: QuantizedTensor } | { kind: 'llm.int8'; w: LlmInt8Weight } | { kind: 'int4'; w: Int4Weight };
 
-const COMPUTE_DTYPE: Record<LinearFormat, FloatDType> = { fp32: 'fp32', fp16: 'fp16', bf16: 'bf16', int8: 'fp32', 'llm.int8': 'fp32', int4: 'fp32' };
+const COMPUTE_DTYPE: Record<LinearFormat, FloatDType> = { fp32: 'fp32', fp16: 'fp16', bf16: 'bf16', 'int8-tensor': 'fp32', int8: 'fp32', 'llm.int8': 'fp32', int4: 'fp32' };
 
 export class Linear {
   private disposedFlag = false;
@@ -113,6 +114,11 @@ export class Linear {
         q.q.retag('weights');
         q.scale.retag('weights');
         held = { kind: 'int8', w: q };
+      } else if (format === 'int8-tensor') {
+        const q = await quantize(src, { scheme: 'absmax', granularity: 'tensor', label });
+        q.q.retag('weights');
+        q.scale.retag('weights');
+        held = { kind: 'int8-tensor', w: q };
       } else if (format === 'llm.int8') {
         held = { kind: 'llm.int8', w: await quantizeLlmInt8Weight(src, { variant: extra.variant, label }) };
       } else {
@@ -130,7 +136,7 @@ export class Linear {
 
   private tensors(): Tensor[] {
     const h = this.held;
-    const ts = h.kind === 'float' ? [h.w] : h.kind === 'int8' ? [h.w.q, h.w.scale] : h.kind === 'llm.int8' ? [h.w.int8.q, h.w.int8.scale, ...(h.w.fp16 ? [h.w.fp16] : [])] : [h.w.codes, h.w.scales];
+    const ts = h.kind === 'float' ? [h.w] : h.kind === 'int8' || h.kind === 'int8-tensor' ? [h.w.q, h.w.scale] : h.kind === 'llm.int8' ? [h.w.int8.q, h.w.int8.scale, ...(h.w.fp16 ? [h.w.fp16] : [])] : [h.w.codes, h.w.scales];
     return this.bias ? [...ts, this.bias] : ts;
   }
 
@@ -176,12 +182,15 @@ export class Linear {
     let v = x.dtype === cd ? x : one('Cast', [x], { to: cd });
     // MatMul and MatMulNBits take [..., K] as it is; the int8 path quantizes rows of a 2-D view. Every Reshape of a
     // symbolic shape costs a few nodes per run (reading the run's sizes), so none is added where none is needed.
-    const flat = x.shape.length === 1 || ((h.kind === 'int8' || h.kind === 'llm.int8') && x.shape.length !== 2);
+    const flat = x.shape.length === 1 || ((h.kind === 'int8' || h.kind === 'int8-tensor' || h.kind === 'llm.int8') && x.shape.length !== 2);
     if (flat) v = one('Reshape', [v], { shape: [-1, K] });
     let y: Value;
     if (h.kind === 'float') y = one('MatMul', [v, g.constant(`${this.label}.w`, h.w)]);
     else if (h.kind === 'int8') y = addVectorwiseMatmul(new Consts(g, this.device), v, g.constant(`${this.label}.q`, h.w.q), g.constant(`${this.label}.scale`, h.w.scale)).y;
-    else if (h.kind === 'llm.int8') y = this.addLlmInt8(g, v, h.w);
+    else if (h.kind === 'int8-tensor') {
+      const scale = g.op('Reshape', [g.constant(`${this.label}.scale`, h.w.scale)], { shape: [1] })[0];
+      y = addVectorwiseMatmul(new Consts(g, this.device), v, g.constant(`${this.label}.q`, h.w.q), scale, { perTensor: true }).y;
+    } else if (h.kind === 'llm.int8') y = this.addLlmInt8(g, v, h.w);
     else {
       const attrs = { K, N, blockSize: h.w.blockSize, bits: 4, accuracyLevel: this.opts.accuracyLevel ?? 0 };
       y = one('MatMulNBits', [v, g.constant(`${this.label}.q4`, h.w.codes), g.constant(`${this.label}.scales`, h.w.scales), null], attrs);
@@ -189,7 +198,7 @@ export class Linear {
     if (this.bias) {
       const b = g.constant(`${this.label}.bias`, this.bias);
       // Past an int8 product, a plain Add of the bias would be fused wrongly by onnxruntime (see addBias).
-      y = h.kind === 'int8' ? addBias(new Consts(g, this.device), y, b) : one('Add', [y, b]);
+      y = h.kind === 'int8' || h.kind === 'int8-tensor' ? addBias(new Consts(g, this.device), y, b) : one('Add', [y, b]);
     }
     if (flat) y = one('Reshape', [y], { shape: [...lead, N] });
     return y.dtype === x.dtype ? y : one('Cast', [y], { to: x.dtype });
@@ -211,8 +220,8 @@ export class Linear {
     return addLlmInt8Matmul(c, x, weight, variant, { mask, idx: null, threshold: variant === 'bitsandbytes' ? threshold : null }).y;
   }
 
-  /** The weight as held: a Tensor (fp32, fp16, bf16), an Int8Weight, an LlmInt8Weight or an Int4Weight. */
-  get weight(): Tensor | Int8Weight | LlmInt8Weight | Int4Weight {
+  /** The weight as held: a Tensor (fp32, fp16, bf16), an Int8Weight, a per-tensor QuantizedTensor, an LlmInt8Weight or an Int4Weight. */
+  get weight(): Tensor | Int8Weight | QuantizedTensor | LlmInt8Weight | Int4Weight {
     return this.held.w;
   }
 
@@ -232,6 +241,7 @@ export class Linear {
       fp32: 'fp32 MatMul',
       fp16: `fp16 MatMul (${this.device.kind === 'cpu' ? 'computed in fp32 and rounded to fp16: the CPU has no fp16 GEMM' : 'fp16 kernels'})`,
       bf16: 'bf16 MatMul (computed in fp32 and rounded to bf16 after every op)',
+      'int8-tensor': 'per-tensor int8: x quantized with one scale for the whole batch on the fly, W with one scale, int32 accumulation (MatMulInteger), fp32 rescale',
       int8: 'vector-wise int8: x quantized per row on the fly, W per column, int32 accumulation (MatMulInteger), fp32 rescale',
       'llm.int8': `LLM.int8 (${o.variant}): dimensions with |x| >= ${o.threshold} in fp16, the rest vector-wise int8; outliers found per batch on the host`,
       int4: `4-bit weights in blocks of ${o.blockSize} with fp32 scales (MatMulNBits), ${o.accuracyLevel === 4 ? 'x quantized to int8 per block' : 'x in fp32'}`,

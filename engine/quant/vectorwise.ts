@@ -10,7 +10,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 import { DeviceError, ShapeError } from '../errors.ts';
 import { assertFinite, assertFloat, QuantizationError } from './errors.ts';
 import { quantize, type QuantizedTensor } from './int8.ts';
-import { addAbsmaxScale, Consts, deviceOf } from './nodes.ts';
+import { addAbsmaxScale, Consts, deviceOf, MIN_SCALE } from './nodes.ts';
 
 /** X's codes are stored as uint8 = int8 code + 128 (see addVectorwiseMatmul). */
 export const X_ZERO_POINT = 128;
@@ -39,9 +39,10 @@ export interface VectorwiseNodes {
  * Adds the vector-wise product of x (fp32 [M, K]) and a weight already in the graph (int8 wq [K, N], fp32 wScale
  * [1, N]), for graphs that compose it (LLM.int8's int8 part, a quantized Linear inside a decode step).
  */
-export function addVectorwiseMatmul(c: Consts, x: Value, wq: Value, wScale: Value): VectorwiseNodes {
+export function addVectorwiseMatmul(c: Consts, x: Value, wq: Value, wScale: Value, opts: { perTensor?: boolean } = {}): VectorwiseNodes {
   const g = c.g;
-  const scale = addAbsmaxScale(c, x, 1);
+  // Per row of x (vector-wise), or one scale for the whole of x (the per-tensor baseline of the LLM.int8 paper).
+  const scale = opts.perTensor ? perTensorScale(c, x) : addAbsmaxScale(c, x, 1);
   // X's int8 codes shifted by 128 into uint8, and MatMulInteger subtracts the 128 again: the same integers, but
   // onnxruntime's uint8 x int8 GEMM (VNNI's vpdpbusd) is about 150x faster on the CPU than its int8 x int8 one.
   // Per row: x / scale (the division QuantizeLinear itself makes, in fp32), then one per-tensor zero point, so no
@@ -53,6 +54,13 @@ export function addVectorwiseMatmul(c: Consts, x: Value, wq: Value, wScale: Valu
   const outer = g.op('Mul', [xScale, wScale])[0];
   const y = g.op('Mul', [g.op('Cast', [acc], { to: 'fp32' })[0], outer])[0];
   return { y, acc, xq, xScale };
+}
+
+/** max(max |x| / 127, MIN_SCALE) over all of x [M, K]: fp32 [1]. */
+function perTensorScale(c: Consts, x: Value): Value {
+  const g = c.g;
+  const absmax = g.op('ReduceMax', [g.op('Abs', [x])[0]], { axes: [0, 1], keepdims: false })[0];
+  return g.op('Reshape', [g.op('Clip', [g.op('Div', [absmax, c.f32(127)])[0]], { min: MIN_SCALE })[0]], { shape: [1] })[0];
 }
 
 export interface VectorwiseParts {

@@ -66,7 +66,7 @@ export const COMMANDS: Record<string, Command> = {
       ['--top-p P', 'sample among the most likely tokens whose probabilities sum to P (default 1: all)'],
       ['--seed S', 'seed of the sampling stream (default 0)'],
       ['--stop STR', 'stop once the text contains STR, kept out of it (repeatable)'],
-      ['--format F', 'weight format of every Linear: fp32 (default), fp16, bf16, int8, llm.int8, int4'],
+      ['--format F', 'weight format of every Linear: fp32 (default), fp16, bf16, int8-tensor (one scale per tensor), int8 (vector-wise), llm.int8, int4'],
       ['--model DIR', 'a checkpoint folder (default: models/builtin)'],
       ['--json', 'print one JSON object (text, token ids, counts, timings) instead of streaming'],
     ],
@@ -76,7 +76,7 @@ export const COMMANDS: Record<string, Command> = {
     synopsis: ['eval [--format F,...|all] [--model DIR] [--context N] [--bytes N] [--json]'],
     summary: "held-out loss (nats/byte), perplexity and bits per byte on Moby-Dick's held-out tail in each weight format, greedy agreement with fp32, weight bytes, beside the byte-trigram baseline",
     options: [
-      ['--format F,...|all', 'weight formats to measure (default all: fp32, fp16, bf16, int8, llm.int8, int4); fp32 is always measured first, as the reference of agreement'],
+      ['--format F,...|all', 'weight formats to measure (default all: fp32, fp16, bf16, int8-tensor, int8, llm.int8, int4); fp32 is always measured first, as the reference of agreement'],
       ['--model DIR', 'a checkpoint folder (default: models/builtin)'],
       ['--context N', "window length (default: the model's context); each window starts from an empty cache"],
       ['--bytes N', 'score only the first N held-out bytes (default: all of them)'],

@@ -72,7 +72,7 @@ function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
   return Math.sqrt(e / n);
 }
 
-const BOUND: Record<LinearFormat, number> = { fp32: 1e-5, fp16: 5e-3, bf16: 3e-2, int8: 0.1, 'llm.int8': 0.1, int4: 0.6 };
+const BOUND: Record<LinearFormat, number> = { fp32: 1e-5, fp16: 5e-3, bf16: 3e-2, 'int8-tensor': 0.2, int8: 0.1, 'llm.int8': 0.1, int4: 0.6 };
 const TOKENS = [3, 17, 42, 5, 63, 0, 28, 9, 11, 50, 7, 33];
 
 async function build(dev: Device, cfg: LlamaConfig, w: ReadonlyMap<string, Float32Array>, opts: ModelOptions = {}): Promise<LlamaModel> {
