@@ -98,7 +98,8 @@ export const FREED_MEMORY_RETURNS = { MALLOC_MMAP_THRESHOLD_: String(128 * 1024)
 /** Runs `script` (a module that prints one JSON line last) in a fresh node process with tsx's loader. */
 export function inFreshProcess<T>(script: string, args: string[], env: Record<string, string> = {}): Promise<T> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    // --expose-gc: the compile cache then measures each session from a collected heap (engine/device/compile_cache.ts).
+    const child = spawn(process.execPath, ['--expose-gc', '--import', import.meta.resolve('tsx'), script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));

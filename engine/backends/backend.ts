@@ -68,7 +68,7 @@ export interface Backend {
   /** The least a compiled graph will hold: its constants as the backend carries them. */
   estimateBytes(graph: Graph): number;
   /** `lowered` is told the size of the encoded model, a temporary the session does not keep. */
-  compile(graph: Graph, opts?: CompileOptions, hooks?: { lowered?(modelBytes: number): void }): Promise<Executable>;
+  compile(graph: Graph, opts?: CompileOptions, hooks?: { lowered?(model: Uint8Array): void }): Promise<Executable>;
   /**
    * Pays the runtime's one-time start (onnxruntime's environment and thread pools, about 25 MB once per process) so
    * that it is not counted as the first session's memory.

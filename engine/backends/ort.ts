@@ -83,10 +83,10 @@ export class OrtBackend implements Backend {
     return n;
   }
 
-  async compile(graph: Graph, opts: CompileOptions = {}, hooks: { lowered?(modelBytes: number): void } = {}): Promise<OrtExecutable> {
+  async compile(graph: Graph, opts: CompileOptions = {}, hooks: { lowered?(model: Uint8Array): void } = {}): Promise<OrtExecutable> {
     // Outputs written into donated inputs need host buffers onnxruntime can be handed as preallocated outputs.
     const lowered = lowerGraph(graph, this.lowerOpts, this.deviceMemory ? [] : (opts.donated ?? []));
-    hooks.lowered?.(lowered.bytes.byteLength);
+    hooks.lowered?.(lowered.bytes);
     // The WebGPU provider hands ops it lacks to the CPU provider; only a profile of a real run tells which.
     const profilePrefix = this.name === 'webgpu' ? join(tmpdir(), `servelab-ort-${process.pid}-${profileCount++}`) : null;
     const deviceOutputs = graph.outputs.map((_, i) => this.deviceMemory !== null && (opts.deviceOutputs?.[i] ?? false));

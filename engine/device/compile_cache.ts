@@ -4,8 +4,6 @@
  * size, so the cache holds one entry per structure). A session built from a constant is dropped as soon as that
  * tensor is written or disposed, and never runs again.
  */
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { compileKey, type Backend, type CompileOptions, type Executable } from '../backends/backend.ts';
 import type { Graph } from '../graph/graph.ts';
 import type { Allocation, MemoryTracker } from '../memory/tracker.ts';
@@ -38,17 +36,15 @@ export interface CompileStats {
 }
 
 /**
- * The resident set after a full garbage collection. Lowering a graph and running it leave JS objects and dropped
- * buffers behind; whether they are still resident when the set is read depends on when the collector last ran, not
- * on the session, so each reading starts from a collected heap (a few milliseconds, once per session and per larger
- * run).
+ * The resident set. Lowering a graph and running it leave JS objects and dropped buffers behind, and whether they are
+ * still resident when the set is read depends on when the collector last ran, not on the session: in a process run
+ * with --expose-gc (the memory benchmarks are), each reading follows a full collection, so the session's own bytes
+ * are what is measured. Elsewhere the collector is left to its own timing, and a reading may be off by the garbage
+ * of the moment.
  */
-const gc = (() => {
-  setFlagsFromString('--expose-gc');
-  return runInNewContext('gc') as () => void;
-})();
+const collect = (globalThis as { gc?: () => void }).gc;
 const rss = () => {
-  gc();
+  collect?.();
   return process.memoryUsage.rss();
 };
 
@@ -146,12 +142,21 @@ export class CompileCache {
     const estimate = this.backend.estimateBytes(graph);
     this.makeRoom(estimate, graph.name);
     await this.backend.ready?.();
-    // What building the session left resident, lowering's temporaries included (the allocator keeps most of them),
-    // except the encoded model itself: a copy of every constant that is freed whole once the session exists.
-    const before = rss();
-    let modelBytes = 0;
-    const exe = await this.backend.compile(graph, opts, { lowered: (n) => (modelBytes = n) });
-    const measured = this.backend.measuresHostMemory ? rss() - before - modelBytes : 0;
+    // What building the session left resident, except the encoded model itself (a copy of every constant, freed whole
+    // once the session exists). Collecting (--expose-gc): from the lowered model to the session, the model held across
+    // both readings. Otherwise: from before lowering, whose temporaries the allocator mostly keeps, less the model.
+    let before = rss();
+    let model: Uint8Array | null = null;
+    const exe = await this.backend.compile(graph, opts, {
+      lowered: (m) => {
+        model = m;
+        if (collect) before = rss();
+      },
+    });
+    const after = rss();
+    const modelBytes = (model as Uint8Array | null)?.byteLength ?? 0;
+    model = null;
+    const measured = this.backend.measuresHostMemory ? after - before - (collect ? 0 : modelBytes) : 0;
     const bytes = Math.max(estimate, measured);
     let alloc: Allocation;
     try {
