@@ -1,0 +1,50 @@
+/**
+ * The built-in model on onnxruntime's WebGPU provider (Mesa's lavapipe in CI, where a missing adapter fails instead
+ * of skipping): the same logits as on the cpu (fp32 sums in another order: 1e-4 absolute on logits of size ~10), the
+ * same greedy text, and a KV cache that stays in GPU memory between decode steps: after the prefill, a decode step
+ * moves only its token, position and length in and its logits out, never the cache.
+ */
+import { describe, expect, it } from 'vitest';
+import { BUILTIN_DIR, createDevice, generate, loadModel, webgpuUnavailable } from '../../../engine/index.ts';
+
+const why = await webgpuUnavailable();
+
+if (why !== null && process.env.CI === 'true') {
+  describe('the model on webgpu', () => {
+    it('has an adapter in CI', () => {
+      throw new Error(`CI=true but WebGPU is unavailable: ${why}`);
+    });
+  });
+} else {
+  describe.skipIf(why !== null)(`the built-in model on webgpu${why ? ` (skipped: ${why.slice(0, 120)})` : ''}`, () => {
+    it('matches the cpu, generates the same text, and keeps its cache on the GPU', async () => {
+      const cpu = await createDevice('cpu');
+      const gpu = await createDevice('webgpu');
+      const a = await loadModel(BUILTIN_DIR, { device: cpu });
+      const b = await loadModel(BUILTIN_DIR, { device: gpu });
+      const prompts = [[67, 97, 108, 108, 32, 109, 101], [84, 104, 101]];
+      const ca = await a.createCache(2, 64);
+      const cb = await b.createCache(2, 64);
+      const pa = (await a.prefill(prompts, ca)).logits.toFloat32();
+      const pb = (await b.prefill(prompts, cb)).logits.toFloat32();
+      pa.forEach((v, i) => expect(Math.abs(v - pb[i]), `prefill logit ${i}`).toBeLessThan(1e-4));
+      expect(cb.feeds().every((t) => t.location === 'device')).toBe(true);
+      const before = gpu.stats();
+      for (let step = 0; step < 4; step++) {
+        const da = (await a.decode([32, 101], ca)).logits.toFloat32();
+        const db = await (await b.decode([32, 101], cb)).logits.values();
+        da.forEach((v, i) => expect(Math.abs(v - db[i]), `step ${step} logit ${i}`).toBeLessThan(1e-4));
+      }
+      const after = gpu.stats();
+      // Per step: tokens, positions and lengths in (2 x 4 bytes each); logits out (2 x 258 x 4): far below the cache.
+      expect(after.hostToDeviceBytes - before.hostToDeviceBytes).toBeLessThan(4 * 64);
+      expect(cb.bytes).toBe(2 * 4 * 2 * 2 * 64 * 64 * 4);
+      const ga = await generate(a, 'Call me Ishmael.', { maxTokens: 24 });
+      const gb = await generate(b, 'Call me Ishmael.', { maxTokens: 24 });
+      expect(gb.text).toBe(ga.text);
+      for (const x of [a, b, ca, cb]) x.dispose();
+      await gpu.dispose();
+      await cpu.dispose();
+    }, 120_000);
+  });
+}
