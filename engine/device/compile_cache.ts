@@ -143,8 +143,10 @@ export class CompileCache {
     this.makeRoom(estimate, graph.name);
     await this.backend.ready?.();
     // What building the session left resident, except the encoded model itself (a copy of every constant, freed whole
-    // once the session exists). Collecting (--expose-gc): from the lowered model to the session, the model held across
-    // both readings. Otherwise: from before lowering, whose temporaries the allocator mostly keeps, less the model.
+    // once the session exists). Collecting (--expose-gc): from the lowered model to the session, each reading after a
+    // full collection, the model held across both; then it is let go and collected before anything else is measured
+    // (V8 frees a large buffer's memory after the collection that finds it dead, so it must not fall into the first
+    // run's reading). Otherwise: from before lowering, whose temporaries the allocator mostly keeps, less the model.
     let before = rss();
     let model: Uint8Array | null = null;
     const exe = await this.backend.compile(graph, opts, {
@@ -156,7 +158,11 @@ export class CompileCache {
     const after = rss();
     const modelBytes = (model as Uint8Array | null)?.byteLength ?? 0;
     model = null;
-    const measured = this.backend.measuresHostMemory ? after - before - (collect ? 0 : modelBytes) : 0;
+    if (collect) {
+      collect();
+      await new Promise((r) => setImmediate(r));
+    }
+    const measured = !this.backend.measuresHostMemory ? 0 : after - before - (collect ? 0 : modelBytes);
     const bytes = Math.max(estimate, measured);
     let alloc: Allocation;
     try {

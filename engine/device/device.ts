@@ -210,7 +210,9 @@ export class Device implements DeviceRef {
     let out;
     try {
       const entry = await this.cache.get(graph, { ...(keep.some(Boolean) ? { deviceOutputs: keep } : {}), ...(donated.some(Boolean) ? { donated } : {}) });
-      out = await this.cache.run(entry, feedElements, total, () => this.backend.run(entry.exe, graph, operands, binding));
+      // Outputs written into donated feeds take no new memory: the growth a first run measures is the rest.
+      const aliased = (entry.exe.aliases ?? []).reduce((s, [o]) => s + byteSize(graph.outputs[o].dtype, numelOf(binding.outputShapes[o])), 0);
+      out = await this.cache.run(entry, feedElements, total - aliased, () => this.backend.run(entry.exe, graph, operands, binding));
       // The outputs written into donated feeds take their bytes over: the feeds go first, so nothing counts twice.
       feeds.forEach((t, i) => donated[i] && t.dispose());
     } catch (e) {

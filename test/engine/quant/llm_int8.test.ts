@@ -17,6 +17,7 @@ import {
   type Device, type LlmInt8Variant, type Tensor,
 } from '../../../engine/index.ts';
 import { device, diff, KINDS, load, type Operand } from './fixtures.ts';
+import { settle } from '../../helpers/settle.ts';
 
 interface Case {
   name: string;
@@ -150,12 +151,14 @@ describe('LLM.int8 statistics and memory', () => {
     const w = load(dev, planted.w, { tag: 'weights', label: 'attn.q' });
     const x = load(dev, planted.x);
     const [K, N] = planted.w.shape;
+    await settle();
     const before = dev.memory.liveByTag();
     const lw = await quantizeLlmInt8Weight(w, { variant: 'paper' });
     expect([lw.int8.q.label, lw.int8.scale.label, lw.fp16!.label]).toEqual(['attn.q.q', 'attn.q.scale', 'attn.q.fp16']);
     expect([lw.int8.q.tag, lw.int8.scale.tag, lw.fp16!.tag]).toEqual(['weights', 'weights', 'weights']);
     expect(dev.memory.liveByTag().weights - before.weights).toBe(lw.bytes.total);
     expect(lw.bytes.total).toBe(3 * K * N + 4 * N);
+    await settle();
     const acts = dev.memory.liveByTag().activations;
     const r = await llmInt8Matmul(x, lw);
     expect(dev.memory.liveByTag().activations - acts).toBe(r.y.bytes);

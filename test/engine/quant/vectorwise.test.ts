@@ -11,6 +11,7 @@
  *   sum_k (|x_ik| sw_j + |w_kj| sx_i) / 2 + 3/4 sx_i sw_j (each code is off by at most half a step).
  */
 import { describe, expect, it } from 'vitest';
+import { settle } from '../../helpers/settle.ts';
 import {
   quantizeWeightVectorwise, vectorwiseMatmul, vectorwiseMatmulParts, X_ZERO_POINT, type Device,
 } from '../../../engine/index.ts';
@@ -64,6 +65,7 @@ describe.each(KINDS)('vector-wise int8 matmul on %s against numpy', (kind) => {
 describe('vector-wise weights', () => {
   it('keep the weights tag, name their parts, and count codes and scales apart', async () => {
     const dev = await device('cpu');
+    await settle();
     const before = dev.memory.liveByTag().weights;
     const w = dev.tensor(Array.from({ length: 64 * 16 }, (_, i) => Math.sin(i)), [64, 16], 'fp32', { tag: 'weights', label: 'layer0.wq' });
     const wq = await quantizeWeightVectorwise(w);
