@@ -24,12 +24,18 @@ export interface MemoryCheck {
   steps: number;
 }
 
-/** A full garbage collection, so that freed tensors and the sessions' transient buffers leave the resident set. */
-export function collectGarbage(): void {
+/**
+ * Full garbage collections, so that freed tensors and the sessions' transient buffers leave the resident set; V8
+ * releases a dead buffer's memory after the collection that finds it, so each collection is followed by a turn of
+ * the event loop.
+ */
+export async function collectGarbage(): Promise<void> {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
-  gc();
-  gc();
+  for (let i = 0; i < 2; i++) {
+    gc();
+    await new Promise((r) => setImmediate(r));
+  }
 }
 
 /** The workload, in this process; null where sessions do not live in host memory (webgpu, reference). */
@@ -41,7 +47,7 @@ export async function memoryVsRss(kind: string, quick: boolean): Promise<MemoryC
     const warm = new Graph('start');
     warm.output(warm.op('Add', [warm.input('x', 'fp32', [1]), warm.input('y', 'fp32', [1])])[0]);
     await dev.run(warm, [dev.tensor([1], [1]), dev.tensor([2], [1])]);
-    collectGarbage();
+    await collectGarbage();
     const rss0 = process.memoryUsage.rss();
     const live0 = dev.memory.live;
     const S = quick ? 1024 : 2048;
@@ -69,7 +75,7 @@ export async function memoryVsRss(kind: string, quick: boolean): Promise<MemoryC
       (await dev.run(g, [x]))[0].dispose();
       x.dispose();
     }
-    collectGarbage();
+    await collectGarbage();
     const trackerBytes = dev.memory.live - live0;
     const rssBytes = process.memoryUsage.rss() - rss0;
     const byTag = { ...dev.memory.liveByTag() } as Record<string, number>;

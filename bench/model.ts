@@ -123,14 +123,14 @@ async function memoryOfServing(kind: string): Promise<ModelBench['memory']> {
   const warm = new Graph('start');
   warm.output(warm.op('Add', [warm.input('x', 'fp32', [1]), warm.input('y', 'fp32', [1])])[0]);
   (await dev.run(warm, [dev.tensor([1], [1]), dev.tensor([2], [1])]))[0].dispose();
-  collectGarbage();
+  await collectGarbage();
   const rss0 = process.memoryUsage.rss();
   const live0 = dev.memory.live;
   const { model } = await openModel(dev);
   const cache = await model.createCache(8);
   (await model.prefill(Array.from({ length: 8 }, (_, b) => prompt(b, 64)), cache)).logits.dispose();
   for (let s = 0; s < 16; s++) (await model.decode(Array(8).fill(101), cache)).logits.dispose();
-  collectGarbage();
+  await collectGarbage();
   const trackerBytes = dev.memory.live - live0;
   const rssBytes = process.memoryUsage.rss() - rss0;
   const byTag = { ...dev.memory.liveByTag() } as Record<string, number>;

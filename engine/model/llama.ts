@@ -278,7 +278,7 @@ export class LlamaModel {
       sin: g.constant('rope.sin', this.sin),
     };
     g.output(decoder(g, cfg, w, tokens, positions, attend));
-    this.probeSites = [...probed.values()];
+    if (kind === 'probe') this.probeSites = [...probed.values()];
     for (const v of probed.keys()) g.output(v);
     for (const v of present) g.output(v);
     return g;

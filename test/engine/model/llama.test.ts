@@ -424,3 +424,37 @@ describe('memory', () => {
     });
   }
 });
+
+describe('linearInputs: what enters each projection', () => {
+  it("probes one input per distinct site, the first equal to RMSNorm of the embedding, after any other step's graph", async () => {
+    const w = randomWeights(CFG, 3);
+    const m = await build(cpu, CFG, w);
+    // A decode step first: building another graph must not disturb the probe's bookkeeping.
+    const cache = await m.createCache(1, 16);
+    await m.prefill([[1, 2, 3]], cache);
+    await m.decode([4], cache);
+    cache.dispose();
+    const prompts = [[5, 9, 2, 7], [1, 1, 0, 63]];
+    const sites = await m.linearInputs(prompts);
+    // Per layer: q/k/v share one input, then o, gate/up, down; then the head.
+    expect(sites.map((s) => s.linears.join(','))).toEqual([
+      'layers.0.q,layers.0.k,layers.0.v', 'layers.0.o', 'layers.0.gate,layers.0.up', 'layers.0.down',
+      'layers.1.q,layers.1.k,layers.1.v', 'layers.1.o', 'layers.1.gate,layers.1.up', 'layers.1.down',
+      'head',
+    ]);
+    expect(sites[3].x.shape).toEqual([2, 4, CFG.intermediateSize]);
+    // The first site is RMSNorm(embedding[token]) * attnNorm, computed here in float64.
+    const H = CFG.hiddenSize;
+    const emb = w.get(HF_NAMES.embedding)!;
+    const norm = w.get(HF_NAMES.layer(0).attnNorm)!;
+    const got = sites[0].x.toFloat32();
+    prompts.flat().forEach((t, r) => {
+      const row = emb.subarray(t * H, (t + 1) * H);
+      const rms = Math.sqrt(row.reduce((s, v) => s + v * v, 0) / H + CFG.rmsNormEps);
+      for (let i = 0; i < H; i++) expect(Math.abs(got[r * H + i] - (row[i] / rms) * norm[i])).toBeLessThan(1e-5);
+    });
+    for (const s of sites) s.x.dispose();
+    await expect(m.linearInputs([[1, 2], [3]])).rejects.toThrow(/one length/);
+    m.dispose();
+  });
+});
