@@ -40,3 +40,4 @@ export { mobyDick, makeCorpus, BatchSampler, evalBatches, type Corpus, type Batc
 export { fitTrigram, fitNgram, crossEntropy, type CrossEntropy } from './train/trigram.ts';
 export { Rng, type RngState } from './train/rng.ts';
 export { train, heldOutLoss, learningRate, type TrainRecipe, type StepLog, type TrainState, type TrainResult } from './train/trainer.ts';
+export * from './kv/index.ts';
