@@ -48,6 +48,15 @@ const rss = () => {
   return process.memoryUsage.rss();
 };
 
+/** rss() once buffers found dead have been released too: V8 frees a large buffer's memory after the collection. */
+const settledRss = async () => {
+  if (collect) {
+    collect();
+    await new Promise((r) => setImmediate(r));
+  }
+  return rss();
+};
+
 export class CompileCache {
   private readonly entries = new Map<string, Entry>();
   private readonly pending = new Map<string, Promise<Entry>>();
@@ -87,11 +96,11 @@ export class CompileCache {
     e.busy++;
     try {
       if (feedElements <= e.maxFeedElements || !this.backend.measuresHostMemory) return await fn();
-      const before = rss();
+      const before = await settledRss();
       const out = await fn();
       e.maxFeedElements = feedElements;
       // Whatever the process kept beyond the outputs (which are tensors, counted as such) is the session's arena.
-      const grown = rss() - before - outputBytes;
+      const grown = (await settledRss()) - before - outputBytes;
       if (grown > 0 && !e.alloc.freed) {
         this.resize(e, e.alloc.bytes + grown);
         this.trim(e);
