@@ -126,12 +126,15 @@ function lowerAttention(e: Emitter, n: Node, [q, k, v]: string[], type: number):
       for (let i = 0; i < S; i++) for (let j = 0; j < T; j++) m[i * T + j] = j > i + (T - S) ? -Infinity : 0;
       mask = e.float(m, [S, T], type);
     } else {
-      // -inf on and above the diagonal T - S + 1 of an [S, T] matrix, zeros below: Trilu keeps the upper part.
-      const [s, t] = [e.dim(S), e.dim(T)];
-      const full = e.node('Expand', [e.float(new Float32Array([-Infinity]), []), e.node('Concat', [s, t], [attr('axis', 0)])]);
-      const diagonal = e.node('Squeeze', [e.node('Add', [e.node('Sub', [t, s]), e.int64([1])]), e.int64([0])]);
-      mask = e.node('Trilu', [full, diagonal], [attr('upper', 1)]);
-      if (type !== OnnxType.FLOAT) mask = e.node('Cast', [mask], [attr('to', type)]);
+      // -inf on and above the diagonal T - S + 1 of an [S, T] matrix, zeros below: Trilu keeps the upper part. Built
+      // once per graph for each (S, T): every layer of a model attends at the same lengths.
+      mask = e.memo(`causal|${String(S)}|${String(T)}|${type}`, () => {
+        const [s, t] = [e.dim(S), e.dim(T)];
+        const full = e.node('Expand', [e.float(new Float32Array([-Infinity]), []), e.node('Concat', [s, t], [attr('axis', 0)])]);
+        const diagonal = e.node('Squeeze', [e.node('Add', [e.node('Sub', [t, s]), e.int64([1])]), e.int64([0])]);
+        const m = e.node('Trilu', [full, diagonal], [attr('upper', 1)]);
+        return type === OnnxType.FLOAT ? m : e.node('Cast', [m], [attr('to', type)]);
+      });
     }
     scores = e.node('Add', [scores, mask]);
   }
