@@ -139,8 +139,12 @@ export class DirectClient {
 
   async stop(): Promise<void> {
     if (this.proc && this.proc.exitCode === null) {
+      const exited = new Promise((res) => (this.proc.exitCode !== null ? res(null) : this.proc.once('exit', res)));
       await this.request('shutdown_request', { restart: false }, 'control', 5000).catch(() => this.proc.kill('SIGKILL'));
-      await new Promise((res) => (this.proc.exitCode !== null ? res(null) : this.proc.once('exit', res)));
+      // A kernel that answered but does not exit (a native library's threads that never join) is not waited for forever.
+      const kill = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(kill);
     }
     for (const s of [this.shell, this.control, this.iopub]) s.close();
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
