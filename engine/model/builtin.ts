@@ -24,7 +24,7 @@ export const BUILTIN_CONFIG: LlamaConfig = {
   eosTokenId: BYTE_EOS_ID,
 };
 
-/** About 3.3M tokens: 4.5 passes over the training split, half an hour on two cores. */
+/** 800 steps of 16 x 256 tokens: 3.3M tokens, 2.8 passes over the training split, 19 minutes on two cores. */
 export const BUILTIN_RECIPE: TrainRecipe = {
   model: BUILTIN_CONFIG,
   batch: 16,

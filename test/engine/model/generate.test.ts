@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TINY_LLAMA } from './tiny_config.ts';
 import { createDevice, ServelabError, type Device } from '../../../engine/index.ts';
 import { HF_NAMES, hfShapes, type LlamaConfig } from '../../../engine/model/config.ts';
 import { LlamaModel } from '../../../engine/model/llama.ts';
@@ -22,19 +23,7 @@ import { referenceLogits } from '../../../engine/model/reference.ts';
 import { BYTE_EOS_ID, BYTE_VOCAB_SIZE, byteTokenizerJson } from '../../../engine/io/byte_tokenizer.ts';
 import { Rng } from '../../../engine/train/rng.ts';
 
-const CFG: LlamaConfig = {
-  vocabSize: 64,
-  hiddenSize: 32,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 8,
-  intermediateSize: 64,
-  rmsNormEps: 1e-5,
-  ropeTheta: 10000,
-  maxPositions: 64,
-  tieWordEmbeddings: false,
-};
+const CFG: LlamaConfig = TINY_LLAMA;
 
 /** Linears N(0, 1/in), norms N(1, 0.1). */
 function randomWeights(cfg: LlamaConfig, seed: number): Map<string, Float32Array> {

@@ -26,6 +26,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TINY_LLAMA } from './tiny_config.ts';
 import { createDevice, LINEAR_FORMATS, type Device, type LinearFormat } from '../../../engine/index.ts';
 import { HF_NAMES, hfShapes, type LlamaConfig } from '../../../engine/model/config.ts';
 import { LlamaModel, transpose2d, type ModelOptions } from '../../../engine/model/llama.ts';
@@ -33,19 +34,7 @@ import { loadModel, modelBytes } from '../../../engine/model/checkpoint.ts';
 import { referenceLogits } from '../../../engine/model/reference.ts';
 import { Rng } from '../../../engine/train/rng.ts';
 
-const CFG: LlamaConfig = {
-  vocabSize: 64,
-  hiddenSize: 32,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 8,
-  intermediateSize: 64,
-  rmsNormEps: 1e-5,
-  ropeTheta: 10000,
-  maxPositions: 64,
-  tieWordEmbeddings: false,
-};
+const CFG: LlamaConfig = TINY_LLAMA;
 const VARIANTS = { untied: CFG, tied: { ...CFG, tieWordEmbeddings: true } };
 
 /** Linears N(0, 1/in) so activations keep unit scale and attention is far from uniform; norms N(1, 0.1). */

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TINY_LLAMA } from '../model/tiny_config.ts';
 import { createDevice, type Device, type Tensor } from '../../../engine/index.ts';
 import type { LlamaConfig } from '../../../engine/model/config.ts';
 import { loadModel, saveModel } from '../../../engine/model/checkpoint.ts';
@@ -22,19 +23,8 @@ import { evalBatches, makeCorpus } from '../../../engine/train/corpus.ts';
 import { toHfWeights } from '../../../engine/train/lm_params.ts';
 import { heldOutLoss, learningRate, train, type TrainRecipe } from '../../../engine/train/trainer.ts';
 
-const MODEL: LlamaConfig = {
-  vocabSize: 258,
-  hiddenSize: 32,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 8,
-  intermediateSize: 64,
-  rmsNormEps: 1e-5,
-  ropeTheta: 10000,
-  maxPositions: 32,
-  tieWordEmbeddings: false,
-};
+/** The tiny shape over bytes (256 and the two special tokens), with a context of 32. */
+const MODEL: LlamaConfig = { ...TINY_LLAMA, vocabSize: 258, maxPositions: 32 };
 const RECIPE: TrainRecipe = { model: MODEL, batch: 4, context: 32, steps: 6, lr: 1e-2, minLr: 1e-3, warmup: 2, weightDecay: 0.1, seed: 42 };
 
 /** A repetitive text: a few sentences, over and over, so that a tiny model learns it in a few dozen steps. */
