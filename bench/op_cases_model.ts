@@ -67,6 +67,65 @@ const GQA_CASES: OpCase[] = [
   { name: 'GroupQueryAttention fp16 chunks (plain)', op: 'GroupQueryAttention', inputs: gqa(480, 2, 2, 6, 2, 1, 8, [0, 3], 'fp16'), attrs: { numHeads: 2, kvNumHeads: 1 } },
 ];
 
+/**
+ * PagedAttention inputs: caches [Hkv, slots, D] and, per sequence, `past` cached positions and S new ones whose slots
+ * are drawn at random from the pool (so tables are scattered, as after many allocations); `shared` makes every
+ * sequence's first `shared` positions the same slots (a shared prefix). Padded table entries point at the last slot.
+ * The cache holds random values at the new tokens' slots too: attention must take the new keys from its inputs.
+ */
+function paged(seed: number, B: number, S: number, slots: number, Hq: number, Hkv: number, D: number, past: number[], opts: { shared?: number; tree?: number[][]; dtype?: DType } = {}): Gen[] {
+  const dtype = opts.dtype ?? 'fp32';
+  const r = rng(seed + 9);
+  const free = Array.from({ length: slots - 1 }, (_, i) => i);
+  const take = () => free.splice(Math.floor(r() * free.length), 1)[0];
+  const prefix = Array.from({ length: opts.shared ?? 0 }, take);
+  const L = Math.max(...past) + S;
+  const table: number[] = [];
+  for (let b = 0; b < B; b++) {
+    const row = [...prefix.slice(0, past[b]), ...Array.from({ length: past[b] + S - Math.min(prefix.length, past[b]) }, take)];
+    table.push(...row, ...Array(L - row.length).fill(slots - 1));
+  }
+  const ins = [
+    floats(seed, dtype, [B, S, Hq * D]),
+    floats(seed + 1, dtype, [B, S, Hkv * D]),
+    floats(seed + 2, dtype, [B, S, Hkv * D]),
+    floats(seed + 3, dtype, [Hkv, slots, D]),
+    floats(seed + 4, dtype, [Hkv, slots, D]),
+    int32([B, L], table),
+    int32([B], past),
+  ];
+  if (opts.tree) ins.push({ dtype: 'bool', shape: [B, S, S], values: Array.from({ length: B }, () => opts.tree!.flat()).flat() });
+  return ins;
+}
+
+/** Ancestor-or-self visibility of a token tree given each node's parent (-1: the cached prefix). */
+const treeMask = (parents: number[]) =>
+  parents.map((_, i) => {
+    const row = parents.map(() => 0);
+    for (let a = i; a >= 0; a = parents[a]) row[a] = 1;
+    return row;
+  });
+
+const PAGED_CASES: OpCase[] = [
+  { name: 'PagedAttention decode, lengths 0, 5, 11, scattered slots', op: 'PagedAttention', inputs: paged(600, 3, 1, 40, 4, 2, 8, [0, 5, 11]), attrs: { numHeads: 4, kvNumHeads: 2 } },
+  { name: 'PagedAttention decode, shared prefix of 6, MQA, scale 0.3', op: 'PagedAttention', inputs: paged(610, 2, 1, 30, 4, 1, 8, [6, 9], { shared: 6 }), attrs: { numHeads: 4, kvNumHeads: 1, scale: 0.3 } },
+  { name: 'PagedAttention prefill chunks of 4 after 0 and 3', op: 'PagedAttention', inputs: paged(620, 2, 4, 24, 2, 2, 8, [0, 3]), attrs: { numHeads: 2, kvNumHeads: 2 } },
+  {
+    name: 'PagedAttention token tree of 5 after 4 (tree mask)',
+    op: 'PagedAttention',
+    inputs: paged(630, 2, 5, 32, 4, 2, 8, [4, 2], { tree: treeMask([-1, 0, 0, 1, -1]) }),
+    attrs: { numHeads: 4, kvNumHeads: 2 },
+  },
+  {
+    name: 'PagedAttention fp16 decode',
+    op: 'PagedAttention',
+    inputs: paged(640, 2, 1, 20, 4, 2, 16, [3, 7], { dtype: 'fp16' }),
+    attrs: { numHeads: 4, kvNumHeads: 2 },
+    // With native fp16 (webgpu) the scores and p v are plain fp16 products, each rounded at 2^-11: not one fused kernel.
+    tol: { fp16: { atol: 5e-3, rtol: 2 ** -9 } },
+  },
+];
+
 const labels = (seed: number, shape: number[], C: number, ignored: number[] = [], ignore = -100): Gen => {
   const v = ints(rng(seed), numel(shape), 0, C - 1);
   for (const i of ignored) v[i] = ignore;
@@ -101,4 +160,4 @@ const LOSS_CASES: OpCase[] = [
   { name: 'SoftmaxCrossEntropyLossGrad fp16 sum', op: 'SoftmaxCrossEntropyLossGrad', inputs: [floats(520, 'fp16', [], 0.5, 2), floats(521, 'fp16', [4, 16], -4, 4), labels(522, [4], 16, [3]), absent], attrs: { reduction: 'sum' } },
 ];
 
-export const MODEL_CASES: OpCase[] = [...ROPE_CASES, ...GQA_CASES, ...LOSS_CASES];
+export const MODEL_CASES: OpCase[] = [...ROPE_CASES, ...GQA_CASES, ...PAGED_CASES, ...LOSS_CASES];

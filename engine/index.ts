@@ -24,8 +24,7 @@ export { AdamW, type AdamWOptions } from './train/adamw.ts';
 export { runBackward, trainStep, type Gradients } from './train/step.ts';
 export { timeMs, summarize, quantile, formatTiming, type Timing, type TimingOptions } from './timing.ts';
 export { HF_NAMES, hfShapes, type LlamaConfig } from './model/config.ts';
-export { LlamaModel, type ModelOptions, type StepResult, type WeightSource } from './model/llama.ts';
-export { KvCache } from './model/kv_cache.ts';
+export { LlamaModel, type ModelOptions, type StepResult, type ForwardResult, type WeightSource } from './model/llama.ts';
 export { loadModel, saveModel, modelBytes, CheckpointError, type LoadOptions, type SaveOptions } from './model/checkpoint.ts';
 export { generate, sampleToken, type GenerateOptions, type Generation } from './model/generate.ts';
 export { evaluate, type Quality, type EvaluateOptions } from './model/evaluate.ts';
@@ -41,3 +40,5 @@ export { fitTrigram, fitNgram, crossEntropy, type CrossEntropy } from './train/t
 export { Rng, type RngState } from './train/rng.ts';
 export { train, heldOutLoss, learningRate, type TrainRecipe, type StepLog, type TrainState, type TrainResult } from './train/trainer.ts';
 export * from './kv/index.ts';
+export { forwardFlops, decodeFlops, type ForwardShape, type ForwardFlops, type DecodeFlopsOptions, type StepFlops, type DecodeFlops } from './model/flops.ts';
+export { greedyDecode, type DecodeStep, type DecodeRun, type DecodeRunOptions } from './model/recompute.ts';

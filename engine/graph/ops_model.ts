@@ -10,6 +10,7 @@ import { unifyDims, type Shape } from './dims.ts';
 
 const ROPE = 'RotaryEmbedding';
 const GQA = 'GroupQueryAttention';
+const PAGED = 'PagedAttention';
 const SCE = 'SoftmaxCrossEntropyLoss';
 const SCE_GRAD = 'SoftmaxCrossEntropyLossGrad';
 
@@ -181,6 +182,61 @@ export const MODEL_OPS = {
         { dtype: d, shape: pk.shape },
         { dtype: d, shape: pv.shape },
       ];
+    },
+  },
+
+  /**
+   * Attention through a paged KV cache (Kwon et al., SOSP 2023) for a decode or (chunked) prefill step of any set of
+   * sequences; it reads the cache and writes nothing (writing the new keys and values into their slots, vLLM's
+   * reshape_and_cache, is the caller's: a ScatterND, or a copy on the host). The caches are pools of token slots shared
+   * by all sequences, head-major so that gathering one sequence's slots gives each head's keys contiguous: keyCache,
+   * valueCache [Hkv, slots, D]. Inputs: query [B, S, Hq*D], key and value [B, S, Hkv*D] (the new tokens, already
+   * rotated), the two caches, slotTable int32 [B, L] (the slot of each position of each sequence: a block table
+   * expanded to slots; L >= pastLengths[b] + S, and every entry must be a valid slot, though only those before
+   * pastLengths[b] are read), pastLengths int32 [B], and optionally treeMask bool [B, S, S]: which new tokens each new
+   * token sees (SpecInfer's tree attention; default causal, j <= i; each token must see itself). Query i of sequence b
+   * attends to the cached positions 0 .. pastLengths[b]-1 and to the new tokens its mask allows. Output: attention
+   * [B, S, Hq*D]. Attributes numHeads, kvNumHeads, scale (default 1/sqrt(D)).
+   */
+  PagedAttention: {
+    optional: [7],
+    infer(inputs, attrs) {
+      const [q, k, v, kc, vc, table, lens, tree] = req(PAGED, inputs, 8, [7]);
+      const d = sameDType(PAGED, [q, k, v, kc, vc]);
+      dtypeIn(PAGED, q, FLOATS, 'query, key, value and caches');
+      dtypeIn(PAGED, table, ['int32'], 'slotTable');
+      dtypeIn(PAGED, lens, ['int32'], 'pastLengths');
+      if (tree) dtypeIn(PAGED, tree, ['bool'], 'treeMask');
+      const Hq = posInt(PAGED, attrs, 'numHeads');
+      const Hkv = posInt(PAGED, attrs, 'kvNumHeads');
+      if (Hq % Hkv !== 0) throw new ShapeError(PAGED, [], `numHeads (${Hq}) must be a multiple of kvNumHeads (${Hkv})`);
+      const shapes = [q, k, v, kc, vc, table, lens, ...(tree ? [tree] : [])].map((x) => x.shape);
+      if ([q, k, v].some((x) => x.shape.length !== 3)) throw new ShapeError(PAGED, shapes, 'query, key and value must be [batch, seq, heads*headDim]');
+      if (kc.shape.length !== 3 || vc.shape.length !== 3) throw new ShapeError(PAGED, shapes, 'keyCache and valueCache must be [kvHeads, slots, headDim]');
+      if (table.shape.length !== 2 || lens.shape.length !== 1) throw new ShapeError(PAGED, shapes, 'slotTable must be [batch, positions] and pastLengths [batch]');
+      const [B, S, hidden] = q.shape;
+      if (typeof hidden !== 'number' || hidden % Hq !== 0) throw new ShapeError(PAGED, shapes, `query's last dim must be a multiple of numHeads=${Hq}`);
+      const D = hidden / Hq;
+      for (const x of [k, v]) {
+        unifyDims(PAGED, x.shape[0], B, `batch sizes of query and ${x.name}`, shapes);
+        unifyDims(PAGED, x.shape[1], S, `sequence lengths of query and ${x.name}`, shapes);
+        unifyDims(PAGED, x.shape[2], Hkv * D, `${x.name}'s last dim and kvNumHeads * headDim (${Hkv} * ${D})`, shapes);
+      }
+      for (const c of [kc, vc]) {
+        unifyDims(PAGED, c.shape[0], Hkv, `${c.name}'s heads and kvNumHeads`, shapes);
+        unifyDims(PAGED, c.shape[2], D, `${c.name}'s head dim and query's (${D})`, shapes);
+      }
+      unifyDims(PAGED, kc.shape[1], vc.shape[1], 'slots of keyCache and valueCache', shapes);
+      unifyDims(PAGED, table.shape[0], B, 'batch sizes of query and slotTable', shapes);
+      unifyDims(PAGED, lens.shape[0], B, 'batch sizes of query and pastLengths', shapes);
+      if (tree) {
+        if (tree.shape.length !== 3) throw new ShapeError(PAGED, shapes, 'treeMask must be [batch, seq, seq]');
+        unifyDims(PAGED, tree.shape[0], B, 'batch sizes of query and treeMask', shapes);
+        unifyDims(PAGED, tree.shape[1], S, 'new tokens of query and treeMask', shapes);
+        unifyDims(PAGED, tree.shape[2], S, 'new tokens of query and treeMask', shapes);
+      }
+      if (attrs.scale !== undefined) attrNum(PAGED, attrs, 'scale');
+      return [{ dtype: d, shape: q.shape }];
     },
   },
 

@@ -152,6 +152,33 @@ export class BlockManager {
     this.seqs.delete(seq);
   }
 
+  /**
+   * Keeps the sequence's first `n` tokens (a step that failed, rejected speculative tokens): the blocks past them are
+   * freed last-first, and a block left partly filled that no other sequence holds loses its hash, since its tail will
+   * be written again.
+   */
+  truncate(seq: SeqId, n: number): void {
+    const op = 'BlockManager.truncate';
+    const s = this.get(op, seq);
+    checkCount(op, 'n', n, 0);
+    if (n > s.tokens.length) throw new KvCacheError(op, 'invalid-argument', `sequence ${seq} holds ${s.tokens.length} tokens, cannot keep ${n}`);
+    const B = this.blockSize;
+    const keep = Math.ceil(n / B);
+    this.pool.free(s.blockTable.slice(keep).reverse());
+    s.blockTable.length = keep;
+    s.tokens.length = n;
+    s.blockHashes.length = Math.min(s.blockHashes.length, Math.floor(n / B));
+    s.numCachedTokens = Math.min(s.numCachedTokens, n);
+    const last = s.blockTable[keep - 1];
+    if (n % B !== 0 && last !== undefined && this.pool.refCount(last) === 1) this.pool.forget(last);
+  }
+
+  /** Drops the hashes of these blocks of the sequence (contents never written: a prefill that failed). */
+  forgetBlocks(seq: SeqId, blockIndices: readonly number[]): void {
+    const s = this.get('BlockManager.forgetBlocks', seq);
+    for (const i of blockIndices) if (s.blockTable[i] !== undefined) this.pool.forget(s.blockTable[i]);
+  }
+
   has(seq: SeqId): boolean {
     return this.seqs.has(seq);
   }

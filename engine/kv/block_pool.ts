@@ -113,6 +113,12 @@ export class BlockPool {
     return true;
   }
 
+  /** Drops the block's hash, if it has one: its contents are not (or no longer) the prefix the hash names. */
+  forget(block: number): void {
+    this.checkId('BlockPool.forget', block);
+    this.uncache(block);
+  }
+
   /** The block holding `hash`, referenced or waiting in the free queue; undefined once evicted. */
   cachedBlock(hash: BlockHash): number | undefined {
     return this.cached.get(hash);

@@ -76,6 +76,35 @@ export class TokenPool {
     this.tables.delete(seq);
   }
 
+  /** Keeps the sequence's first `n` token slots and frees the rest. */
+  truncate(seq: SeqId, n: number): void {
+    const t = this.tables.get(seq);
+    if (!t) throw new KvCacheError('TokenPool.truncate', 'invalid-argument', `unknown sequence ${seq}`);
+    checkCount('TokenPool.truncate', 'n', n, 0);
+    if (n > t.length) throw new KvCacheError('TokenPool.truncate', 'invalid-argument', `sequence ${seq} holds ${t.length} slots, cannot keep ${n}`);
+    this.freeSlots(t.slice(n));
+    t.length = n;
+  }
+
+  /**
+   * Keeps, after the sequence's first `start` slots, only the slots at `keep` (indices relative to `start`, in the
+   * order given) and frees the others: accepting one path of a verified token tree.
+   */
+  select(seq: SeqId, start: number, keep: readonly number[]): void {
+    const op = 'TokenPool.select';
+    const t = this.tables.get(seq);
+    if (!t) throw new KvCacheError(op, 'invalid-argument', `unknown sequence ${seq}`);
+    checkCount(op, 'start', start, 0);
+    const tail = t.slice(start);
+    if (start > t.length || new Set(keep).size !== keep.length || keep.some((i) => !Number.isInteger(i) || i < 0 || i >= tail.length)) {
+      throw new KvCacheError(op, 'invalid-argument', `keep [${keep.join(', ')}] must be distinct indices into the ${tail.length} slots after ${start}`);
+    }
+    const kept = new Set(keep);
+    this.freeSlots(tail.filter((_, i) => !kept.has(i)));
+    t.length = start;
+    t.push(...keep.map((i) => tail[i]));
+  }
+
   has(seq: SeqId): boolean {
     return this.tables.has(seq);
   }

@@ -11,10 +11,13 @@ import { rotaryTables } from '../graph/ops_model.ts';
 import { Linear, type LinearFormat, type LinearOptions } from '../nn/linear.ts';
 import { HF_NAMES, type LlamaConfig } from './config.ts';
 import { decoder, type Attend, type DecoderWeights } from './decoder.ts';
-import { KvCache } from './kv_cache.ts';
+import type { KvCache, KvPlan, StepSeq } from '../kv/kv_cache.ts';
+import { StaticKvCache } from '../kv/static_cache.ts';
+import { PoolKvCache, type PoolKvCacheOptions } from '../kv/pool_cache.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 
 const PROJ = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+/** Logits at every position ('all'), at each sequence's last new token ('last'); 'decode' is 'last' with one token each. */
 type Kind = 'all' | 'last' | 'decode' | 'probe';
 type ProjName = (typeof PROJ)[number];
 
@@ -37,6 +40,13 @@ export interface ModelOptions {
 /** Logits of a step, fp32 [batch, rows, vocab] on the host. */
 export interface StepResult {
   logits: Tensor;
+}
+
+export interface ForwardResult extends StepResult {
+  /** Prompt tokens each sequence found in the prefix cache (not computed again). */
+  cached: number[];
+  /** Tokens computed for each sequence; the batch is padded to their maximum. */
+  counts: number[];
 }
 
 /** [rows, cols] row-major -> [cols, rows]. */
@@ -133,46 +143,77 @@ export class LlamaModel {
     }
   }
 
-  /** Reserves a KV cache for `batch` sequences of up to `maxSeq` tokens (default: the model's context). */
-  createCache(batch: number, maxSeq = this.cfg.maxPositions): Promise<KvCache> {
+  /**
+   * Reserves a KV cache. `createCache(batch, maxSeq)`: a static cache of `batch` rows of up to `maxSeq` tokens (default
+   * the model's context), stepped all together (prefill / decode). `createCache({ layout, numSlots | budgetBytes, ... })`:
+   * a pooled cache (contiguous regions, paged blocks or token slots) that any set of sequences steps through `forward`.
+   */
+  createCache(batch: number, maxSeq?: number): Promise<StaticKvCache>;
+  createCache(opts: PoolKvCacheOptions): Promise<PoolKvCache>;
+  createCache(a: number | PoolKvCacheOptions, maxSeq = this.cfg.maxPositions): Promise<StaticKvCache | PoolKvCache> {
     this.assertLive();
+    if (typeof a === 'object') return PoolKvCache.create(this.device, this.cfg, a);
     if (maxSeq > this.cfg.maxPositions) throw new ServelabError(`createCache: maxSeq ${maxSeq} is past the model's context of ${this.cfg.maxPositions} positions`);
-    return KvCache.create(this.device, this.cfg, batch, maxSeq);
+    return StaticKvCache.create(this.device, this.cfg, a, maxSeq);
   }
 
   /**
-   * Runs prompts (token ids; any lengths, right-padded into one batch) through the model from an empty cache.
-   * Returns logits [B, S, vocab] at every position (`all`), or [B, 1, vocab] at each prompt's last token (default).
+   * Runs prompts (token ids; any lengths, right-padded into one batch) through the model from an empty cache: sequence
+   * b of the cache is prompt b. Returns logits [B, S, vocab] at every position (`all`), or [B, 1, vocab] at each
+   * prompt's last token (default).
    */
   async prefill(prompts: readonly (readonly number[])[], cache: KvCache, opts: { all?: boolean } = {}): Promise<StepResult> {
     this.assertLive();
-    const B = prompts.length;
-    if (B !== cache.batch) throw new ShapeError('prefill', [[B], [cache.batch]], `${B} prompts for a cache of ${cache.batch} sequences`);
-    const lens = prompts.map((p) => p.length);
-    if (lens.some((n) => n < 1)) throw new ServelabError('prefill: every prompt needs at least one token');
-    const S = Math.max(...lens);
-    if (S > cache.maxSeq) throw new ServelabError(`prefill: a prompt of ${S} tokens is longer than the cache (${cache.maxSeq}) or the model's context (${this.cfg.maxPositions})`);
-    const tokens = new Int32Array(B * S);
-    const positions = new Int32Array(B * S);
-    prompts.forEach((p, b) => p.forEach((t, i) => (tokens[b * S + i] = this.checkToken(t))));
-    for (let b = 0; b < B; b++) for (let i = 0; i < S; i++) positions[b * S + i] = i;
-    const last = Int32Array.from(lens, (n, b) => b * S + n - 1);
-    cache.lengths.fill(0);
-    const logits = await this.step(opts.all ? 'all' : 'last', tokens, positions, [B, S], cache, opts.all ? null : last);
-    lens.forEach((n, b) => (cache.lengths[b] = n));
+    if (cache instanceof StaticKvCache && prompts.length !== cache.batch) {
+      throw new ShapeError('prefill', [[prompts.length], [cache.batch]], `${prompts.length} prompts for a cache of ${cache.batch} sequences`);
+    }
+    if (prompts.some((p) => p.length < 1)) throw new ServelabError('prefill: every prompt needs at least one token');
+    const S = Math.max(...prompts.map((p) => p.length));
+    if (cache instanceof StaticKvCache && S > cache.maxSeq) {
+      throw new ServelabError(`prefill: a prompt of ${S} tokens is longer than the cache (${cache.maxSeq}) or the model's context (${this.cfg.maxPositions})`);
+    }
+    cache.reset();
+    const { logits } = await this.forward(cache, prompts.map((tokens, seq) => ({ seq, tokens })), { logits: opts.all ? 'all' : 'last' });
     return { logits };
   }
 
-  /** One token per sequence, appended to the cache: logits [B, 1, vocab]. */
+  /** One token per sequence (sequence b of the cache takes tokens[b]), appended to the cache: logits [B, 1, vocab]. */
   async decode(tokens: readonly number[], cache: KvCache): Promise<StepResult> {
     this.assertLive();
-    const B = tokens.length;
-    if (B !== cache.batch) throw new ShapeError('decode', [[B], [cache.batch]], `${B} tokens for a cache of ${cache.batch} sequences`);
-    if (!cache.canAppend(1)) throw new ServelabError(`decode: a sequence has filled its cache of ${cache.maxSeq} tokens`);
-    const tok = Int32Array.from(tokens, (t) => this.checkToken(t));
-    const logits = await this.step('decode', tok, Int32Array.from(cache.lengths), [B, 1], cache, null);
-    for (let b = 0; b < B; b++) cache.lengths[b]++;
+    if (cache instanceof StaticKvCache) {
+      if (tokens.length !== cache.batch) throw new ShapeError('decode', [[tokens.length], [cache.batch]], `${tokens.length} tokens for a cache of ${cache.batch} sequences`);
+      if (!cache.canAppend(1)) throw new ServelabError(`decode: a sequence has filled its cache of ${cache.maxSeq} tokens`);
+    }
+    const { logits } = await this.forward(cache, tokens.map((t, seq) => ({ seq, tokens: [t] })));
     return { logits };
+  }
+
+  /**
+   * One step of any set of sequences through the cache: each sequence's tokens are computed and cached (a new
+   * sequence's are its prompt, less what the prefix cache holds; a known one's are appended; `parents` makes them a
+   * token tree). Logits [B, 1, vocab] at each sequence's last new token (`last`, default) or [B, S, vocab] at every new
+   * token, padded to the longest (`all`). A step that cannot get memory throws KvCacheError('exhausted') and one that
+   * fails for any reason leaves the cache as it was.
+   */
+  async forward(cache: KvCache, batch: readonly StepSeq[], opts: { logits?: 'last' | 'all' } = {}): Promise<ForwardResult> {
+    this.assertLive();
+    for (const s of batch) for (const t of s.tokens) this.checkToken(t);
+    const trees = batch.some((s) => s.parents);
+    const plan = await cache.plan(batch);
+    try {
+      const B = batch.length;
+      const S = Math.max(...plan.counts);
+      const all = opts.logits === 'all' || trees;
+      const kind: Kind = all ? 'all' : S === 1 ? 'decode' : 'last';
+      const tokens = new Int32Array(B * S);
+      batch.forEach((s, b) => s.tokens.slice(plan.cached[b]).forEach((t, i) => (tokens[b * S + i] = t)));
+      const last = kind === 'last' ? Int32Array.from(plan.counts, (n, b) => b * S + n - 1) : null;
+      const outs = await this.runStep(kind, tokens, plan.positions, [B, S], cache, plan, last, trees);
+      return { logits: outs[0], cached: plan.cached, counts: plan.counts };
+    } catch (e) {
+      plan.abort();
+      throw e;
+    }
   }
 
   private checkToken(t: number): number {
@@ -195,9 +236,15 @@ export class LlamaModel {
       const S = cache.maxSeq;
       const tokens = new Int32Array(B * S);
       prompts.forEach((p, b) => p.forEach((t, i) => (tokens[b * S + i] = this.checkToken(t))));
-      const positions = Int32Array.from({ length: B * S }, (_, i) => i % S);
-      const probes = this.device.graph(this, 'probe', () => this.graph('probe')).outputs.length;
-      const outs = await this.runStep('probe', tokens, positions, [B, S], cache, null);
+      const plan = await cache.plan(prompts.map((p, seq) => ({ seq, tokens: p })));
+      const probes = this.device.graph(this, this.graphKey('probe', cache, false), () => this.graph('probe', cache, false)).outputs.length;
+      let outs: Tensor[];
+      try {
+        outs = await this.runStep('probe', tokens, plan.positions, [B, S], cache, plan, null, false);
+      } catch (e) {
+        plan.abort();
+        throw e;
+      }
       outs[0].dispose();
       const sites = this.probeSites;
       if (sites.length !== probes - 1 - 2 * this.cfg.numLayers) throw new ServelabError('linearInputs: probe outputs do not match the sites');
@@ -210,52 +257,45 @@ export class LlamaModel {
   /** Labels of the Linears each probe output feeds, in output order (filled when the probe graph is built). */
   private probeSites: string[][] = [];
 
-  private async step(kind: 'all' | 'last' | 'decode', tokens: Int32Array, positions: Int32Array, shape: number[], cache: KvCache, last: Int32Array | null): Promise<Tensor> {
-    return (await this.runStep(kind, tokens, positions, shape, cache, last))[0];
+  private graphKey(kind: Kind, cache: KvCache, tree: boolean): string {
+    return `${kind}|${cache.graphKey}${tree ? '|tree' : ''}`;
   }
 
-  /** One session call: [logits, ...probes]; the present caches replace the cache's tensors. */
-  private async runStep(kind: Kind, tokens: Int32Array, positions: Int32Array, [B, S]: number[], cache: KvCache, last: Int32Array | null): Promise<Tensor[]> {
+  /** One session call: [logits, ...probes]; the cache takes its outputs back (plan.commit). */
+  private async runStep(kind: Kind, tokens: Int32Array, positions: Int32Array, [B, S]: number[], cache: KvCache, plan: KvPlan, last: Int32Array | null, tree: boolean): Promise<Tensor[]> {
     const dev = this.device;
-    const g = dev.graph(this, kind, () => this.graph(kind));
-    const feeds = [
-      dev.tensor(tokens, [B, S], 'int32', { label: 'tokens' }),
-      dev.tensor(positions, [B, S], 'int32', { label: 'positions' }),
-      dev.tensor(cache.lengths, [B], 'int32', { label: 'pastLengths' }),
-    ];
+    const g = dev.graph(this, this.graphKey(kind, cache, tree), () => this.graph(kind, cache, tree));
+    const feeds = [dev.tensor(tokens, [B, S], 'int32', { label: 'tokens' }), dev.tensor(positions, [B, S], 'int32', { label: 'positions' })];
     if (last) feeds.push(dev.tensor(last, [B], 'int32', { label: 'last' }));
     try {
       const numProbes = g.outputs.length - 1 - 2 * this.cfg.numLayers;
       const keep = g.outputs.map((_, i): 'host' | 'device' => (i <= numProbes ? 'host' : 'device'));
-      // The cache is donated: attention writes the new rows into its buffers (no copy, never held twice).
-      const donate = cache.feeds().map((_, i) => feeds.length + i);
-      const outs = await dev.run(g, [...feeds, ...cache.feeds()], { keep, label: 'logits', donate });
-      cache.replace(outs.slice(1 + numProbes));
+      const donate = plan.donate.map((i) => feeds.length + i);
+      const outs = await dev.run(g, [...feeds, ...plan.feeds], { keep, label: 'logits', donate });
+      try {
+        await plan.commit(outs.slice(1 + numProbes));
+      } catch (e) {
+        for (const t of outs.slice(0, 1 + numProbes)) t.dispose();
+        throw e;
+      }
       return outs.slice(0, 1 + numProbes);
     } finally {
       for (const t of feeds) t.dispose();
     }
   }
 
-  /** The step graph: tokens, positions, pastLengths[, last], k0, v0, ... -> logits[, probes], present k0, v0, ... */
-  private graph(kind: Kind): Graph {
+  /** The step graph: tokens, positions[, last], then the cache's inputs -> logits[, probes], then the cache's outputs. */
+  private graph(kind: Kind, cache: KvCache, tree: boolean): Graph {
     const cfg = this.cfg;
-    const g = new Graph(`${cfg.numLayers}-layer Llama ${kind === 'decode' ? 'decode step' : 'prefill'} (${this.format})`);
+    const g = new Graph(`${cfg.numLayers}-layer Llama ${kind === 'decode' ? 'decode step' : 'prefill'} (${this.format}, ${cache.layout === 'static' ? 'static' : 'pooled'} cache)`);
     const seq = kind === 'decode' ? 1 : 'seq';
     const tokens = g.input('tokens', 'int32', ['batch', seq]);
     const positions = g.input('positions', 'int32', ['batch', seq]);
-    const lengths = g.input('pastLengths', 'int32', ['batch']);
     const last = kind === 'last' ? g.input('last', 'int32', ['batch']) : null;
-    const cacheShape = ['batch', cfg.numKvHeads, 'maxSeq', cfg.headDim];
-    const past = Array.from({ length: cfg.numLayers }, (_, i) => [g.input(`past.${i}.k`, 'fp32', cacheShape), g.input(`past.${i}.v`, 'fp32', cacheShape)]);
-    const present: Value[] = [];
+    const kv = cache.declare(g, seq, tree);
     const probed = new Map<Value, string[]>();
     const probe = (x: Value, label: string) => probed.set(x, [...(probed.get(x) ?? []), label]);
-    const attend: Attend = (i, q, k, v) => {
-      const [att, pk, pv] = g.op('GroupQueryAttention', [q, k, v, past[i][0], past[i][1], lengths], { numHeads: cfg.numHeads, kvNumHeads: cfg.numKvHeads });
-      present.push(pk, pv);
-      return att;
-    };
+    const attend: Attend = (i, q, k, v) => kv.attend(i, q, k, v);
     const w: DecoderWeights = {
       embedding: g.constant('embedding', this.embedding),
       layers: this.layers.map((l, i) => {
@@ -280,7 +320,7 @@ export class LlamaModel {
     g.output(decoder(g, cfg, w, tokens, positions, attend));
     if (kind === 'probe') this.probeSites = [...probed.values()];
     for (const v of probed.keys()) g.output(v);
-    for (const v of present) g.output(v);
+    for (const v of kv.outputs) g.output(v);
     return g;
   }
 

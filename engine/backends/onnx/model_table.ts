@@ -6,6 +6,7 @@ import { OnnxType } from './proto.ts';
 import { all, guard } from './guard.ts';
 import { lowerRotary } from './rotary.ts';
 import { lowerGroupQueryAttention } from './gqa.ts';
+import { lowerPagedAttention } from './paged_attention.ts';
 import type { Lowering } from './table.ts';
 
 const widen = (e: Emitter, n: Node, i: number, v: string) => (onnxType(n.inputs[i]!.dtype, e.opts) === OnnxType.FLOAT ? v : e.node('Cast', [v], [attr('to', OnnxType.FLOAT)]));
@@ -68,6 +69,7 @@ const lowerLossGrad: Lowering = (e, n, ins) => {
 export const MODEL_LOWERINGS = {
   RotaryEmbedding: lowerRotary,
   GroupQueryAttention: lowerGroupQueryAttention,
+  PagedAttention: lowerPagedAttention,
   SoftmaxCrossEntropyLoss: lowerLoss,
   SoftmaxCrossEntropyLossGrad: lowerLossGrad,
 } satisfies Record<string, Lowering>;

@@ -114,6 +114,56 @@ export function groupQueryAttention(
   return { out, presentKey, presentValue };
 }
 
+/**
+ * PagedAttention: query i of sequence b attends to the cached keys and values at slotTable[b, j] for j < lens[b], and
+ * to the new tokens its tree mask row allows (causal when there is no mask). The caches are only read.
+ */
+export function pagedAttention(
+  q: F, k: F, v: F, keyCache: F, valueCache: F, cacheShape: readonly number[], slotTable: Int32Array, L: number,
+  lens: Int32Array, tree: Uint8Array | null, B: number, S: number, numHeads: number, scale?: number,
+): F {
+  const [Hkv, slots, D] = cacheShape;
+  const Hq = numHeads;
+  const G = Hq / Hkv;
+  const sc = scale ?? 1 / Math.sqrt(D);
+  const out = new Float64Array(B * S * Hq * D);
+  const p = new Float64Array(L);
+  for (let b = 0; b < B; b++) {
+    const past = lens[b];
+    if (!(past >= 0 && past + S <= L)) throw new ServelabError(`PagedAttention: sequence ${b} has ${past} cached tokens and ${S} new ones; its slot table has ${L} positions`);
+    for (let j = 0; j < past; j++) {
+      const s = slotTable[b * L + j];
+      if (!(s >= 0 && s < slots)) throw new ServelabError(`PagedAttention: slot ${s} (sequence ${b}, position ${j}) is not a slot of the cache [0, ${slots})`);
+    }
+    for (let i = 0; i < S; i++) {
+      const seen = (j: number) => j < past || (tree ? tree[(b * S + i) * S + j - past] === 1 : j - past <= i);
+      for (let h = 0; h < Hq; h++) {
+        const kh = Math.floor(h / G);
+        // Where position j's key and value are: a cache slot, or new token j - past of this step.
+        const at = (j: number, d: number, cache: F, fresh: F) =>
+          j < past ? cache[(kh * slots + slotTable[b * L + j]) * D + d] : fresh[((b * S + j - past) * Hkv + kh) * D + d];
+        const qo = ((b * S + i) * Hq + h) * D;
+        let m = -Infinity;
+        for (let j = 0; j < past + S; j++) {
+          if (!seen(j)) continue;
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[qo + d] * at(j, d, keyCache, k);
+          p[j] = dot * sc;
+          m = Math.max(m, p[j]);
+        }
+        let z = 0;
+        for (let j = 0; j < past + S; j++) if (seen(j)) z += p[j] = Math.exp(p[j] - m);
+        for (let d = 0; d < D; d++) {
+          let acc = 0;
+          for (let j = 0; j < past + S; j++) if (seen(j)) acc += p[j] * at(j, d, valueCache, v);
+          out[qo + d] = acc / z;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 /** log_softmax of each row of C logits (the max subtracted first, so no row overflows). */
 export function logSoftmaxRows(x: F, C: number): F {
   const out = new Float64Array(x.length);

@@ -16,6 +16,12 @@ export const MODEL_KERNELS = {
     const r = M.groupQueryAttention(q!.f(), k!.f(), v!.f(), pk!.f(), pv!.f(), lens!.data as Int32Array, pk!.shape, q!.shape[1], attrs.numHeads as number, attrs.scale as number | undefined);
     return [r.out, r.presentKey, r.presentValue];
   },
+  PagedAttention: ({ inputs: [q, k, v, kc, vc, table, lens, tree], attrs }) => {
+    const [B, S] = q!.shape;
+    const l = table!.shape[1];
+    const tm = tree ? (tree.data as Uint8Array) : null;
+    return [M.pagedAttention(q!.f(), k!.f(), v!.f(), kc!.f(), vc!.f(), kc!.shape, table!.data as Int32Array, l, lens!.data as Int32Array, tm, B, S, attrs.numHeads as number, attrs.scale as number | undefined)];
+  },
   SoftmaxCrossEntropyLoss: ({ inputs: [logits, labels], attrs }) => {
     const C = logits!.shape[logits!.shape.length - 1];
     const r = M.softmaxCrossEntropy(logits!.f(), labels!.data as Int32Array, C, reduction('SoftmaxCrossEntropyLoss', attrs), ignoreIndex('SoftmaxCrossEntropyLoss', attrs));

@@ -28,7 +28,7 @@ if (why !== null && process.env.CI === 'true') {
       const pa = (await a.prefill(prompts, ca)).logits.toFloat32();
       const pb = (await b.prefill(prompts, cb)).logits.toFloat32();
       pa.forEach((v, i) => expect(Math.abs(v - pb[i]), `prefill logit ${i}`).toBeLessThan(1e-4));
-      expect(cb.feeds().every((t) => t.location === 'device')).toBe(true);
+      expect(cb.tensors().every((t) => t.location === 'device')).toBe(true);
       const before = gpu.stats();
       for (let step = 0; step < 4; step++) {
         const da = (await a.decode([32, 101], ca)).logits.toFloat32();

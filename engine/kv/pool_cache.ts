@@ -1,0 +1,383 @@
+/**
+ * A KV cache on one pool of token slots in device memory (KvPool), read by PagedAttention through each sequence's
+ * slot table. Three ways to hand out the slots, one pool and one attention kernel, so that what differs between them
+ * is only the memory management the lecture compares:
+ * - contiguous: a region of maxSeqLen slots per sequence, reserved when it arrives (Orca, FasterTransformer);
+ * - paged: blocks of blockSize slots allocated as tokens arrive, with prefix caching and copy-on-write (vLLM);
+ * - token: single slots allocated as tokens arrive (LightLLM's TokenAttention); takes token trees (SpecInfer).
+ */
+import type { Device } from '../device/device.ts';
+import type { Graph, Value } from '../graph/graph.ts';
+import { BlockManager, type SeqId } from './block_manager.ts';
+import { checkCount, KvCacheError } from './errors.ts';
+import type { KvCache, KvGraph, KvMemory, KvPlan, KvShape, StepSeq } from './kv_cache.ts';
+import { KvPool } from './kv_pool.ts';
+import { RegionPool } from './region_pool.ts';
+import { TokenPool } from './token_pool.ts';
+
+export type PoolLayout = 'contiguous' | 'paged' | 'token';
+
+export interface PoolKvCacheOptions {
+  layout: PoolLayout;
+  /** The pool's size in token slots (paged: rounded down to whole blocks). Give this or budgetBytes. */
+  numSlots?: number;
+  /** The pool's size in bytes: as many slots as fit. */
+  budgetBytes?: number;
+  /** Paged: slots per block (default 16, as vLLM). */
+  blockSize?: number;
+  /** The longest sequence (default the model's context); contiguous: the region each sequence reserves. */
+  maxSeqLen?: number;
+  /** Paged: share full blocks of equal prefixes across requests (default true). */
+  prefixCaching?: boolean;
+}
+
+/** How to undo one sequence's part of a plan. */
+interface Undo {
+  seq: SeqId;
+  fresh: boolean;
+  prevLen: number;
+  /** Paged, fresh sequences: block indices the plan hashed before their keys and values were written. */
+  hashed: number[];
+}
+
+export class PoolKvCache implements KvCache {
+  readonly graphKey = 'pool';
+  readonly supportsTrees: boolean;
+  readonly blockSize: number;
+  readonly maxSeqLen: number;
+  private readonly blocks: BlockManager | null = null;
+  private readonly tokens: TokenPool | null = null;
+  private readonly regions: RegionPool | null = null;
+  private readonly lens = new Map<SeqId, number>();
+  /** Token layout: sequences whose last step was a tree, and where the tree starts. */
+  private readonly trees = new Map<SeqId, number>();
+  private disposedFlag = false;
+
+  private constructor(
+    private readonly dev: Device,
+    readonly shape: KvShape,
+    readonly layout: PoolLayout,
+    readonly pool: KvPool,
+    opts: PoolKvCacheOptions,
+  ) {
+    this.maxSeqLen = opts.maxSeqLen ?? shape.maxPositions;
+    this.blockSize = layout === 'paged' ? (opts.blockSize ?? 16) : layout === 'token' ? 1 : this.maxSeqLen;
+    this.supportsTrees = layout === 'token';
+    if (layout === 'paged') {
+      this.blocks = new BlockManager({ numBlocks: pool.numSlots / this.blockSize, blockSize: this.blockSize, maxModelLen: this.maxSeqLen, prefixCaching: opts.prefixCaching ?? true });
+    } else if (layout === 'token') {
+      this.tokens = new TokenPool(pool.numSlots);
+    } else {
+      this.regions = new RegionPool(pool.numSlots);
+    }
+  }
+
+  /** Sizes the pool from the options and reserves it on `dev` (tag 'kv'); typed errors for bad options or no memory. */
+  static async create(dev: Device, shape: KvShape, opts: PoolKvCacheOptions): Promise<PoolKvCache> {
+    const op = 'PoolKvCache';
+    if (!['contiguous', 'paged', 'token'].includes(opts.layout)) throw new KvCacheError(op, 'invalid-argument', `layout must be 'contiguous', 'paged' or 'token', got ${JSON.stringify(opts.layout)}`);
+    const maxSeqLen = opts.maxSeqLen ?? shape.maxPositions;
+    checkCount(op, 'maxSeqLen', maxSeqLen, 1);
+    if (maxSeqLen > shape.maxPositions) throw new KvCacheError(op, 'too-long', `maxSeqLen ${maxSeqLen} is past the model's context of ${shape.maxPositions}`);
+    const B = opts.layout === 'paged' ? (opts.blockSize ?? 16) : 1;
+    checkCount(op, 'blockSize', B, 1);
+    const bytesPerSlot = 2 * shape.numLayers * shape.numKvHeads * shape.headDim * 4;
+    if ((opts.numSlots === undefined) === (opts.budgetBytes === undefined)) throw new KvCacheError(op, 'invalid-argument', 'give the pool size as numSlots or as budgetBytes (one of them)');
+    let slots = opts.numSlots ?? Math.floor(opts.budgetBytes! / bytesPerSlot);
+    if (opts.numSlots !== undefined) checkCount(op, 'numSlots', slots, 1);
+    slots -= slots % B;
+    if (slots < B) throw new KvCacheError(op, 'invalid-size', `the pool holds ${slots} slots, less than one block of ${B} (${bytesPerSlot} bytes per slot)`);
+    return new PoolKvCache(dev, shape, opts.layout, await KvPool.create(dev, shape, slots), opts);
+  }
+
+  get bytesPerToken(): number {
+    return this.pool.bytesPerSlot;
+  }
+
+  /** The block manager of the paged layout (block tables, prefix cache, ref counts). */
+  get blockManager(): BlockManager {
+    if (!this.blocks) throw new KvCacheError('PoolKvCache.blockManager', 'invalid-argument', `the ${this.layout} layout has no blocks`);
+    return this.blocks;
+  }
+
+  declare(g: Graph, seq: number | string, tree: boolean): KvGraph {
+    const { numLayers, numHeads, numKvHeads, headDim } = this.shape;
+    const lengths = g.input('pastLengths', 'int32', ['batch']);
+    const table = g.input('slotTable', 'int32', ['batch', 'positions']);
+    const mask = tree ? g.input('treeMask', 'bool', ['batch', seq, seq]) : null;
+    const dims = [numKvHeads, 'slots', headDim];
+    const pools = Array.from({ length: numLayers }, (_, i) => [g.input(`kv.${i}.k`, 'fp32', dims), g.input(`kv.${i}.v`, 'fp32', dims)]);
+    const outputs: Value[] = [];
+    return {
+      outputs,
+      attend: (i, q, k, v) => {
+        outputs.push(k, v);
+        const ins = [q, k, v, pools[i][0], pools[i][1], table, lengths, ...(mask ? [mask] : [])];
+        return g.op('PagedAttention', ins, { numHeads, kvNumHeads: numKvHeads })[0];
+      },
+    };
+  }
+
+  async plan(batch: readonly StepSeq[]): Promise<KvPlan> {
+    const op = 'PoolKvCache.plan';
+    this.assertLive();
+    if (batch.length === 0) throw new KvCacheError(op, 'invalid-argument', 'a step needs at least one sequence');
+    if (new Set(batch.map((s) => s.seq)).size !== batch.length) throw new KvCacheError(op, 'invalid-argument', 'a sequence appears twice in one step');
+    for (const s of batch) this.check(op, s);
+    const undo: Undo[] = [];
+    const copies: [number, number][] = [];
+    const cached: number[] = [];
+    try {
+      for (const s of batch) cached.push(this.admit(s, undo, copies));
+      if (copies.length > 0) await this.pool.copy(copies.map((c) => c[0]), copies.map((c) => c[1]));
+    } catch (e) {
+      this.rollback(undo);
+      throw e;
+    }
+    const B = batch.length;
+    const counts = batch.map((s, b) => s.tokens.length - cached[b]);
+    const past = batch.map((s, b) => this.lens.get(s.seq)! - counts[b]);
+    const S = Math.max(...counts);
+    const L = Math.max(...past) + S;
+    const table = new Int32Array(B * L);
+    const writeAt = new Int32Array(B * S).fill(-1);
+    const positions = new Int32Array(B * S);
+    const tree = batch.some((s) => s.parents) ? new Uint8Array(B * S * S) : null;
+    batch.forEach((s, b) => {
+      const slots = this.slotTable(s.seq);
+      table.set(slots, b * L);
+      const depth = s.parents ? depths(s.parents) : null;
+      for (let i = 0; i < counts[b]; i++) {
+        writeAt[b * S + i] = slots[past[b] + i];
+        positions[b * S + i] = past[b] + (depth ? depth[i] : i);
+      }
+      if (!tree) return;
+      for (let i = 0; i < S; i++) {
+        const row = (b * S + i) * S;
+        if (i >= counts[b]) tree[row + i] = 1;
+        else if (s.parents) for (let a = i; a >= 0; a = s.parents[a]) tree[row + a] = 1;
+        else for (let j = 0; j <= i; j++) tree[row + j] = 1;
+      }
+    });
+    const own = [
+      this.dev.tensor(Int32Array.from(past), [B], 'int32', { label: 'pastLengths' }),
+      this.dev.tensor(table, [B, L], 'int32', { label: 'slotTable' }),
+      ...(tree ? [this.dev.tensor(tree, [B, S, S], 'bool', { label: 'treeMask' })] : []),
+    ];
+    let settled = false;
+    const settle = () => {
+      settled = true;
+      for (const t of own) t.dispose();
+    };
+    return {
+      cached,
+      counts,
+      positions,
+      feeds: [...own, ...this.pool.tensors()],
+      donate: [],
+      commit: async (rows) => {
+        try {
+          await this.pool.write(rows, writeAt);
+        } catch (e) {
+          this.rollback(undo);
+          throw e;
+        } finally {
+          for (const r of rows) r.dispose();
+          settle();
+        }
+        batch.forEach((s, b) => {
+          if (s.parents) this.trees.set(s.seq, past[b]);
+          else this.trees.delete(s.seq);
+        });
+      },
+      abort: () => {
+        if (settled) return;
+        settle();
+        this.rollback(undo);
+      },
+    };
+  }
+
+  /**
+   * After a tree step (token layout): keeps the tree tokens at `path` (indices into that step's tokens, root first)
+   * as the sequence's next tokens and frees the other branches' slots.
+   */
+  acceptTree(seq: SeqId, path: readonly number[]): void {
+    const start = this.trees.get(seq);
+    if (start === undefined || !this.tokens) throw new KvCacheError('PoolKvCache.acceptTree', 'invalid-argument', `sequence ${seq} has no token tree to accept`);
+    this.tokens.select(seq, start, path);
+    this.lens.set(seq, start + path.length);
+    this.trees.delete(seq);
+  }
+
+  /** Paged: the child shares every block of the parent (parallel sampling, beam search); writes diverge by copy-on-write. */
+  fork(parent: SeqId, child: SeqId): void {
+    this.blockManager.fork(parent, child);
+    this.lens.set(child, this.length(parent));
+  }
+
+  /** The slot of each cached position of the sequence. */
+  slotTable(seq: SeqId): number[] {
+    const n = this.length(seq);
+    if (this.blocks) return this.blocks.slotMapping(seq);
+    if (this.tokens) return [...this.tokens.tokenTable(seq)];
+    const r = this.regions!.region(seq);
+    return Array.from({ length: n }, (_, i) => r.offset + i);
+  }
+
+  has(seq: SeqId): boolean {
+    return this.lens.has(seq);
+  }
+
+  length(seq: SeqId): number {
+    const n = this.lens.get(seq);
+    if (n === undefined) throw new KvCacheError('PoolKvCache.length', 'invalid-argument', `unknown sequence ${seq}`);
+    return n;
+  }
+
+  sequences(): SeqId[] {
+    return [...this.lens.keys()];
+  }
+
+  free(seq: SeqId): void {
+    this.length(seq);
+    if (this.blocks) this.blocks.free(seq);
+    else if (this.tokens) this.tokens.free(seq);
+    else this.regions!.free(seq);
+    this.lens.delete(seq);
+    this.trees.delete(seq);
+  }
+
+  reset(): void {
+    for (const s of [...this.lens.keys()]) this.free(s);
+  }
+
+  memory(): KvMemory {
+    const bpt = this.pool.bytesPerSlot;
+    let reserved = 0;
+    let used = 0;
+    let reservation = 0;
+    let external = 0;
+    let free = 0;
+    if (this.blocks) {
+      const B = this.blockSize;
+      const filled = new Map<number, number>();
+      for (const seq of this.lens.keys()) {
+        const n = this.length(seq);
+        this.blocks.blockTable(seq).forEach((blk, i) => filled.set(blk, Math.max(filled.get(blk) ?? 0, Math.min(B, n - i * B))));
+      }
+      reserved = filled.size * B;
+      for (const f of filled.values()) used += f;
+      free = this.blocks.pool.numFree * B;
+    } else if (this.tokens) {
+      for (const n of this.lens.values()) used += n;
+      reserved = this.pool.numSlots - this.tokens.numFree;
+      free = this.tokens.numFree;
+    } else {
+      for (const n of this.lens.values()) used += n;
+      reserved = this.lens.size * this.maxSeqLen;
+      reservation = reserved - used;
+      const gaps = this.regions!.gaps();
+      free = gaps.reduce((s, g) => s + g.length, 0);
+      external = gaps.filter((g) => g.length < this.maxSeqLen).reduce((s, g) => s + g.length, 0);
+    }
+    return {
+      layout: this.layout,
+      bytesPerToken: bpt,
+      poolBytes: this.pool.disposed ? 0 : this.pool.bytes,
+      reservedBytes: reserved * bpt,
+      usedBytes: used * bpt,
+      reservation: reservation * bpt,
+      internalFragmentation: (reserved - used - reservation) * bpt,
+      externalFragmentation: external * bpt,
+      freeBytes: free * bpt,
+      usedShare: reserved ? used / reserved : 1,
+      sequences: this.lens.size,
+    };
+  }
+
+  dispose(): void {
+    if (this.disposedFlag) return;
+    this.pool.dispose();
+    this.disposedFlag = true;
+  }
+
+  /** Rejects what could never run, before anything is allocated. */
+  private check(op: string, s: StepSeq): void {
+    if (s.tokens.length === 0) throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: a step needs at least one token`);
+    if (this.trees.has(s.seq)) throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: accept its token tree (acceptTree) before its next step`);
+    const n = (this.lens.get(s.seq) ?? 0) + s.tokens.length;
+    if (n > this.maxSeqLen) throw new KvCacheError(op, 'too-long', `sequence ${s.seq} would hold ${n} tokens; the cache takes at most ${this.maxSeqLen}`);
+    if (!s.parents) return;
+    if (!this.supportsTrees) throw new KvCacheError(op, 'invalid-argument', `token trees need the token layout (this cache is ${this.layout}): a tree's tokens are kept or dropped one by one`);
+    if (!this.lens.has(s.seq)) throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: a token tree extends a cached prefix; prefill the sequence first`);
+    if (s.parents.length !== s.tokens.length || s.parents.some((p, i) => !Number.isInteger(p) || p < -1 || p >= i)) {
+      throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: parents must give, for each token, -1 or the index of an earlier token`);
+    }
+  }
+
+  /** Allocates one sequence's slots for this step; returns the prompt tokens found in the prefix cache. */
+  private admit(s: StepSeq, undo: Undo[], copies: [number, number][]): number {
+    const fresh = !this.lens.has(s.seq);
+    const prevLen = this.lens.get(s.seq) ?? 0;
+    const n = s.tokens.length;
+    let hit = 0;
+    const u: Undo = { seq: s.seq, fresh, prevLen, hashed: [] };
+    // An existing sequence is undone by cutting it back to prevLen, which is safe whatever part of its act ran.
+    if (!fresh) undo.push(u);
+    if (this.blocks) {
+      const B = this.blockSize;
+      if (fresh) {
+        const table = this.blocks.allocate(s.seq, s.tokens);
+        hit = this.blocks.numCachedTokens(s.seq);
+        u.hashed = Array.from({ length: table.length }, (_, i) => i).filter((i) => i >= hit / B);
+      } else {
+        for (const t of s.tokens) {
+          const r = this.blocks.append(s.seq, t);
+          if (r.copy) for (let i = 0; i < B; i++) copies.push([r.copy.src * B + i, r.copy.dst * B + i]);
+        }
+      }
+    } else if (this.tokens) {
+      this.tokens.allocate(s.seq, n);
+    } else if (fresh) {
+      this.regions!.allocate(s.seq, this.maxSeqLen);
+    }
+    if (fresh) undo.push(u);
+    this.lens.set(s.seq, prevLen + n);
+    return hit;
+  }
+
+  private rollback(undo: readonly Undo[]): void {
+    for (const u of [...undo].reverse()) {
+      if (this.blocks) {
+        if (u.fresh) {
+          this.blocks.forgetBlocks(u.seq, u.hashed);
+          this.blocks.free(u.seq);
+        } else {
+          const from = Math.floor(u.prevLen / this.blockSize);
+          const n = this.blocks.blockTable(u.seq).length;
+          this.blocks.forgetBlocks(u.seq, Array.from({ length: n - from }, (_, i) => from + i));
+          this.blocks.truncate(u.seq, u.prevLen);
+        }
+      } else if (this.tokens) {
+        if (u.fresh) this.tokens.free(u.seq);
+        else this.tokens.truncate(u.seq, u.prevLen);
+      } else if (u.fresh) {
+        this.regions!.free(u.seq);
+      }
+      if (u.fresh) this.lens.delete(u.seq);
+      else this.lens.set(u.seq, u.prevLen);
+    }
+  }
+
+  private assertLive(): void {
+    if (this.disposedFlag) throw new KvCacheError('PoolKvCache', 'invalid-argument', 'the cache was disposed');
+  }
+}
+
+/** Depth of each node of a token tree (roots 0). */
+function depths(parents: readonly number[]): number[] {
+  const d: number[] = [];
+  parents.forEach((p, i) => (d[i] = p < 0 ? 0 : d[p] + 1));
+  return d;
+}
