@@ -46,5 +46,46 @@ if (why !== null && process.env.CI === 'true') {
       await gpu.dispose();
       await cpu.dispose();
     }, 120_000);
+
+    it('a paged cache (block size 16) keeps its pool on the GPU too: the cpu\'s logits, prefix hits and copy-on-write included', async () => {
+      const cpu = await createDevice('cpu');
+      const gpu = await createDevice('webgpu');
+      const a = await loadModel(BUILTIN_DIR, { device: cpu });
+      const b = await loadModel(BUILTIN_DIR, { device: gpu });
+      const ca = await a.createCache({ layout: 'paged', numSlots: 256 });
+      const cb = await b.createCache({ layout: 'paged', numSlots: 256 });
+      const shared = Array.from('It is a way I have of driving off the spleen', (c) => c.charCodeAt(0));
+      const steps = [
+        [{ seq: 0, tokens: shared.slice(0, 20) }],
+        // The second prompt hits the first's full block; the first decodes while it arrives.
+        [{ seq: 0, tokens: [32] }, { seq: 1, tokens: shared }],
+        [{ seq: 0, tokens: [101] }, { seq: 1, tokens: [46] }],
+      ];
+      const before = gpu.stats();
+      for (const [i, batch] of steps.entries()) {
+        const la = await a.forward(ca, batch);
+        const lb = await b.forward(cb, batch);
+        expect(lb.cached).toEqual(la.cached);
+        const [va, vb] = [la.logits.toFloat32(), await lb.logits.values()];
+        va.forEach((v, j) => expect(Math.abs(v - vb[j]), `step ${i} logit ${j}`).toBeLessThan(1e-4));
+        if (i === 1) expect(lb.cached).toEqual([0, 16]);
+        if (i === 1) {
+          ca.fork(1, 2);
+          cb.fork(1, 2);
+        }
+      }
+      // Copy-on-write on the GPU: the fork and its parent write different tokens into their shared last block.
+      const fa = await a.forward(ca, [{ seq: 1, tokens: [33] }, { seq: 2, tokens: [63] }]);
+      const fb = await b.forward(cb, [{ seq: 1, tokens: [33] }, { seq: 2, tokens: [63] }]);
+      const [va, vb] = [fa.logits.toFloat32(), await fb.logits.values()];
+      va.forEach((v, j) => expect(Math.abs(v - vb[j]), `fork logit ${j}`).toBeLessThan(1e-4));
+      expect(cb.pool.tensors().every((t) => t.location === 'device')).toBe(true);
+      // Steps move tokens, positions, lengths and slot tables in, logits out: never the pool (4 x 2 x 2 x 64 x 4 bytes per slot).
+      expect(gpu.stats().hostToDeviceBytes - before.hostToDeviceBytes).toBeLessThan(4096);
+      expect(cb.pool.bytes).toBe(256 * 2 * 4 * 2 * 64 * 4);
+      for (const x of [a, b, ca, cb]) x.dispose();
+      await gpu.dispose();
+      await cpu.dispose();
+    }, 120_000);
   });
 }
