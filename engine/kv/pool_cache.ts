@@ -4,7 +4,8 @@
  * is only the memory management the lecture compares:
  * - contiguous: a region of maxSeqLen slots per sequence, reserved when it arrives (Orca, FasterTransformer);
  * - paged: blocks of blockSize slots allocated as tokens arrive, with prefix caching and copy-on-write (vLLM);
- * - token: single slots allocated as tokens arrive (LightLLM's TokenAttention); takes token trees (SpecInfer).
+ * - token: single slots allocated as tokens arrive (LightLLM's TokenAttention); takes token trees (SpecInfer), or,
+ *   with radixCache, shares prompt prefixes across requests through a radix tree (SGLang's RadixAttention).
  */
 import type { Device } from '../device/device.ts';
 import type { Graph, Value } from '../graph/graph.ts';
@@ -12,6 +13,7 @@ import { BlockManager, type SeqId } from './block_manager.ts';
 import { checkCount, KvCacheError } from './errors.ts';
 import type { KvCache, KvGraph, KvMemory, KvPlan, KvShape, StepSeq } from './kv_cache.ts';
 import { KvPool } from './kv_pool.ts';
+import { RadixSlots } from './radix_slots.ts';
 import { RegionPool } from './region_pool.ts';
 import { TokenPool } from './token_pool.ts';
 
@@ -29,6 +31,8 @@ export interface PoolKvCacheOptions {
   maxSeqLen?: number;
   /** Paged: share full blocks of equal prefixes across requests (default true). */
   prefixCaching?: boolean;
+  /** Token: share prompt prefixes across requests in a radix tree; a freed sequence's tokens stay cached (default false). */
+  radixCache?: boolean;
 }
 
 /** How to undo one sequence's part of a plan. */
@@ -48,6 +52,7 @@ export class PoolKvCache implements KvCache {
   private readonly blocks: BlockManager | null = null;
   private readonly tokens: TokenPool | null = null;
   private readonly regions: RegionPool | null = null;
+  private readonly radix: RadixSlots | null = null;
   private readonly lens = new Map<SeqId, number>();
   /** Token layout: sequences whose last step was a tree, and where the tree starts. */
   private readonly trees = new Map<SeqId, number>();
@@ -62,9 +67,11 @@ export class PoolKvCache implements KvCache {
   ) {
     this.maxSeqLen = opts.maxSeqLen ?? shape.maxPositions;
     this.blockSize = layout === 'paged' ? (opts.blockSize ?? 16) : layout === 'token' ? 1 : this.maxSeqLen;
-    this.supportsTrees = layout === 'token';
+    this.supportsTrees = layout === 'token' && !opts.radixCache;
     if (layout === 'paged') {
       this.blocks = new BlockManager({ numBlocks: pool.numSlots / this.blockSize, blockSize: this.blockSize, maxModelLen: this.maxSeqLen, prefixCaching: opts.prefixCaching ?? true });
+    } else if (layout === 'token' && opts.radixCache) {
+      this.radix = new RadixSlots(pool.numSlots);
     } else if (layout === 'token') {
       this.tokens = new TokenPool(pool.numSlots);
     } else {
@@ -76,6 +83,7 @@ export class PoolKvCache implements KvCache {
   static async create(dev: Device, shape: KvShape, opts: PoolKvCacheOptions): Promise<PoolKvCache> {
     const op = 'PoolKvCache';
     if (!['contiguous', 'paged', 'token'].includes(opts.layout)) throw new KvCacheError(op, 'invalid-argument', `layout must be 'contiguous', 'paged' or 'token', got ${JSON.stringify(opts.layout)}`);
+    if (opts.radixCache && opts.layout !== 'token') throw new KvCacheError(op, 'invalid-argument', `radixCache is for the token layout (the paged layout shares prefixes by block hashes: prefixCaching)`);
     const maxSeqLen = opts.maxSeqLen ?? shape.maxPositions;
     checkCount(op, 'maxSeqLen', maxSeqLen, 1);
     if (maxSeqLen > shape.maxPositions) throw new KvCacheError(op, 'too-long', `maxSeqLen ${maxSeqLen} is past the model's context of ${shape.maxPositions}`);
@@ -92,6 +100,12 @@ export class PoolKvCache implements KvCache {
 
   get bytesPerToken(): number {
     return this.pool.bytesPerSlot;
+  }
+
+  /** The radix tree of a token cache with radixCache (the prefixes it holds, their locks, LRU eviction). */
+  get radixTree(): RadixSlots {
+    if (!this.radix) throw new KvCacheError('PoolKvCache.radixTree', 'invalid-argument', 'this cache has no radix tree (token layout with radixCache)');
+    return this.radix;
   }
 
   /** The block manager of the paged layout (block tables, prefix cache, ref counts). */
@@ -188,6 +202,7 @@ export class PoolKvCache implements KvCache {
         batch.forEach((s, b) => {
           if (s.parents) this.trees.set(s.seq, past[b]);
           else this.trees.delete(s.seq);
+          if (this.radix && undo.some((u) => u.fresh && u.seq === s.seq)) this.radix.cacheUnfinished(s.seq);
         });
       },
       abort: () => {
@@ -221,6 +236,7 @@ export class PoolKvCache implements KvCache {
     const n = this.length(seq);
     if (this.blocks) return this.blocks.slotMapping(seq);
     if (this.tokens) return [...this.tokens.tokenTable(seq)];
+    if (this.radix) return [...this.radix.table(seq)];
     const r = this.regions!.region(seq);
     return Array.from({ length: n }, (_, i) => r.offset + i);
   }
@@ -242,6 +258,7 @@ export class PoolKvCache implements KvCache {
   free(seq: SeqId): void {
     this.length(seq);
     if (this.blocks) this.blocks.free(seq);
+    else if (this.radix) this.radix.finish(seq);
     else if (this.tokens) this.tokens.free(seq);
     else this.regions!.free(seq);
     this.lens.delete(seq);
@@ -269,6 +286,9 @@ export class PoolKvCache implements KvCache {
       reserved = filled.size * B;
       for (const f of filled.values()) used += f;
       free = this.blocks.pool.numFree * B;
+    } else if (this.radix) {
+      reserved = used = this.radix.heldSlots();
+      free = this.radix.numAvailable;
     } else if (this.tokens) {
       for (const n of this.lens.values()) used += n;
       reserved = this.pool.numSlots - this.tokens.numFree;
@@ -309,7 +329,7 @@ export class PoolKvCache implements KvCache {
     const n = (this.lens.get(s.seq) ?? 0) + s.tokens.length;
     if (n > this.maxSeqLen) throw new KvCacheError(op, 'too-long', `sequence ${s.seq} would hold ${n} tokens; the cache takes at most ${this.maxSeqLen}`);
     if (!s.parents) return;
-    if (!this.supportsTrees) throw new KvCacheError(op, 'invalid-argument', `token trees need the token layout (this cache is ${this.layout}): a tree's tokens are kept or dropped one by one`);
+    if (!this.supportsTrees) throw new KvCacheError(op, 'invalid-argument', `token trees need the token layout without a radix cache (this cache is ${this.radix ? 'token with radixCache' : this.layout}): a tree's tokens are kept or dropped one by one`);
     if (!this.lens.has(s.seq)) throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: a token tree extends a cached prefix; prefill the sequence first`);
     if (s.parents.length !== s.tokens.length || s.parents.some((p, i) => !Number.isInteger(p) || p < -1 || p >= i)) {
       throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: parents must give, for each token, -1 or the index of an earlier token`);
@@ -337,6 +357,9 @@ export class PoolKvCache implements KvCache {
           if (r.copy) for (let i = 0; i < B; i++) copies.push([r.copy.src * B + i, r.copy.dst * B + i]);
         }
       }
+    } else if (this.radix) {
+      if (fresh) hit = this.radix.admit(s.seq, s.tokens);
+      else this.radix.append(s.seq, s.tokens);
     } else if (this.tokens) {
       this.tokens.allocate(s.seq, n);
     } else if (fresh) {
@@ -359,6 +382,9 @@ export class PoolKvCache implements KvCache {
           this.blocks.forgetBlocks(u.seq, Array.from({ length: n - from }, (_, i) => from + i));
           this.blocks.truncate(u.seq, u.prevLen);
         }
+      } else if (this.radix) {
+        if (u.fresh) this.radix.abandon(u.seq);
+        else this.radix.truncate(u.seq, u.prevLen);
       } else if (this.tokens) {
         if (u.fresh) this.tokens.free(u.seq);
         else this.tokens.truncate(u.seq, u.prevLen);

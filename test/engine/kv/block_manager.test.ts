@@ -246,4 +246,20 @@ describe('BlockManager: seeded random workload', () => {
     }
     expect(hits).toBeGreaterThan(0);
   });
+
+  it('truncate frees the blocks past the kept tokens and unhashes a block left partly filled, so no prefix lookup finds stale keys', () => {
+    const m = new BlockManager({ numBlocks: 8, blockSize: 4 });
+    m.allocate('a', range(0, 10)); // blocks 0, 1 full (hashed), 2 holds 2
+    m.append('a', 10);
+    m.append('a', 11); // block 2 full and hashed
+    expect(m.blockTable('a')).toEqual([0, 1, 2]);
+    m.truncate('a', 6);
+    expect([m.numTokens('a'), m.blockTable('a')]).toEqual([6, [0, 1]]);
+    // Block 1 now holds 2 of its 4 tokens: its hash is gone, block 2's too (freed, contents dropped from the cache).
+    expect([m.pool.blockHash(0) !== null, m.pool.blockHash(1), m.pool.numFree]).toEqual([true, null, 6]);
+    m.allocate('b', range(0, 9));
+    expect(m.numCachedTokens('b')).toBe(4);
+    throwsKv(() => m.truncate('a', 7), 'invalid-argument');
+    m.checkInvariants();
+  });
 });

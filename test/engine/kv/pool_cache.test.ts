@@ -10,7 +10,12 @@ import type { PoolKvCache, PoolLayout } from '../../../engine/kv/pool_cache.ts';
 import { randomWeights, TINY_LLAMA } from '../model/tiny_config.ts';
 
 const CFG = TINY_LLAMA;
-const LAYOUTS: PoolLayout[] = ['contiguous', 'paged', 'token'];
+const LAYOUTS: [string, { layout: PoolLayout; radixCache?: boolean }][] = [
+  ['contiguous', { layout: 'contiguous' }],
+  ['paged', { layout: 'paged' }],
+  ['token', { layout: 'token' }],
+  ['token with a radix cache', { layout: 'token', radixCache: true }],
+];
 const PROMPTS = [
   [3, 17, 42, 5, 63, 0, 28, 9, 11, 50, 7, 33, 1, 2, 4, 8, 16, 32, 61, 19, 22],
   [12, 40, 6],
@@ -72,9 +77,9 @@ async function argmaxStep(cache: PoolKvCache, seqs: number[], next: number[][]):
   return l;
 }
 
-describe.each(LAYOUTS)('%s layout', (layout) => {
+describe.each(LAYOUTS)('%s layout', (_name, { layout, radixCache }) => {
   it('three prompts prefilled together, then 6 decode steps: the static cache\'s logits (normwise <= 1e-5)', async () => {
-    const cache = await model.createCache({ layout, numSlots: 256, maxSeqLen: 48, blockSize: 4 });
+    const cache = await model.createCache({ layout, radixCache, numSlots: 256, maxSeqLen: 48, blockSize: 4 });
     try {
       const p = await model.forward(cache, PROMPTS.map((tokens, seq) => ({ seq, tokens })));
       const l0 = p.logits.toFloat32();
@@ -106,7 +111,7 @@ describe.each(LAYOUTS)('%s layout', (layout) => {
   });
 
   it('a sequence that leaves frees its memory and a new one takes it; steps can mix prefill and decode', async () => {
-    const cache = await model.createCache({ layout, numSlots: 96, maxSeqLen: 32, blockSize: 4 });
+    const cache = await model.createCache({ layout, radixCache, numSlots: 96, maxSeqLen: 32, blockSize: 4 });
     try {
       (await model.forward(cache, [{ seq: 'a', tokens: PROMPTS[0] }, { seq: 'b', tokens: PROMPTS[1] }])).logits.dispose();
       cache.free('a');
@@ -127,7 +132,7 @@ describe.each(LAYOUTS)('%s layout', (layout) => {
 
   it('a step that cannot get memory throws exhausted and leaves the other sequences\' caches as they were', async () => {
     // contiguous: 2 regions of 24; paged: 12 blocks of 4; token: 48 slots.
-    const cache = await model.createCache({ layout, numSlots: 48, maxSeqLen: 24, blockSize: 4 });
+    const cache = await model.createCache({ layout, radixCache, numSlots: 48, maxSeqLen: 24, blockSize: 4 });
     try {
       (await model.forward(cache, [{ seq: 0, tokens: PROMPTS[0] }, { seq: 1, tokens: PROMPTS[1] }])).logits.dispose();
       const before = cache.memory();
@@ -197,6 +202,52 @@ describe('paged layout', () => {
       expect(relError(row(l, 2, 1, 0), w0)).toBeLessThan(1e-5);
       expect(relError(row(l, 2, 1, 1), w1)).toBeLessThan(1e-5);
       cache.blockManager.checkInvariants();
+    } finally {
+      cache.dispose();
+    }
+  });
+});
+
+describe('token layout with a radix cache (RadixAttention)', () => {
+  it('a request arriving while another runs shares its prefilled prefix; finished requests stay cached until evicted, least recently used first', async () => {
+    const cache = await model.createCache({ layout: 'token', radixCache: true, numSlots: 48 });
+    try {
+      const shared = PROMPTS[0].slice(0, 16);
+      (await model.forward(cache, [{ seq: 'a', tokens: [...shared, 1, 2, 3, 4] }])).logits.dispose();
+      const b = [...shared, 5, 6];
+      const r = await model.forward(cache, [{ seq: 'a', tokens: [7] }, { seq: 'b', tokens: b }]);
+      expect(r.cached).toEqual([0, 16]);
+      const [want] = await staticLogits(b, [b.length]);
+      expect(relError(row(r.logits.toFloat32(), 2, 1, 1), want)).toBeLessThan(1e-5);
+      r.logits.dispose();
+      expect(cache.slotTable('b').slice(0, 16)).toEqual(cache.slotTable('a').slice(0, 16));
+      // a holds 21 slots and b 2 of its own beyond the 16 it shares.
+      expect(cache.memory().reservedBytes).toBe(23 * BPT);
+      cache.free('a');
+      cache.free('b');
+      expect(cache.memory().reservedBytes).toBe(0);
+      const tree = cache.radixTree.tree;
+      expect(tree.numCachedTokens).toBe(21 + 2);
+      const c = await model.forward(cache, [{ seq: 'c', tokens: [...shared, 5, 6, 9] }]);
+      expect(c.cached).toEqual([18]);
+      c.logits.dispose();
+      cache.free('c');
+      // An unrelated prompt of 40 tokens needs 40 of 48 slots with 24 free: 16 cached tokens must go. Leaves go least
+      // recently used first, whole: a's tail (5 tokens), c's (1), then b's (2) and the shared 16 they hung from.
+      const long = Array.from({ length: 40 }, (_, i) => (i * 3 + 1) % 64);
+      const d = await model.forward(cache, [{ seq: 'd', tokens: long }]);
+      expect(d.cached).toEqual([0]);
+      d.logits.dispose();
+      expect(tree.numCachedTokens).toBe(40); // d's own prompt, cached once prefilled
+      cache.radixTree.checkInvariants();
+      const e = await model.forward(cache, [{ seq: 'd', tokens: [2] }]);
+      const [we] = await staticLogits([...long, 2], [41]);
+      expect(relError(e.logits.toFloat32(), we)).toBeLessThan(1e-5);
+      e.logits.dispose();
+      cache.free('d');
+      const f = await model.forward(cache, [{ seq: 'f', tokens: [...shared, 5] }]);
+      expect(f.cached).toEqual([0]);
+      f.logits.dispose();
     } finally {
       cache.dispose();
     }

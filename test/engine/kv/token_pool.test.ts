@@ -50,4 +50,19 @@ describe('TokenPool', () => {
     for (const n of [0, -1, 2.5, NaN]) throwsKv(() => new TokenPool(n), 'invalid-size');
     throwsKv(() => new TokenPool(2).allocate('a', -1), 'invalid-size');
   });
+
+  it('truncate frees a table\'s tail; select keeps chosen slots after a point, in the order given (an accepted tree path)', () => {
+    const p = new TokenPool(10);
+    p.allocate('a', 3); // 0 1 2
+    p.allocate('a', 5); // tree nodes 3..7
+    p.select('a', 3, [0, 3, 4]);
+    expect(p.tokenTable('a')).toEqual([0, 1, 2, 3, 6, 7]);
+    expect(p.numFree).toBe(4);
+    p.truncate('a', 4);
+    expect([p.tokenTable('a'), p.numFree]).toEqual([[0, 1, 2, 3], 6]);
+    throwsKv(() => p.select('a', 2, [0, 0]), 'invalid-argument');
+    throwsKv(() => p.select('a', 2, [2]), 'invalid-argument');
+    throwsKv(() => p.truncate('a', 5), 'invalid-argument');
+    p.checkInvariants();
+  });
 });
