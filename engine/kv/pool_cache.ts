@@ -214,6 +214,22 @@ export class PoolKvCache implements KvCache {
   }
 
   /**
+   * Whether a new sequence with this prompt can be admitted now (a scheduler's check before it commits): a region of
+   * maxSeqLen in one gap (contiguous), its blocks after prefix hits (paged), or its slots, evicting cached prefixes if
+   * needed (token). Admitting it does not reserve room for the tokens running sequences decode next.
+   */
+  canAdmit(seq: SeqId, prompt: readonly number[]): boolean {
+    this.assertLive();
+    if (this.lens.has(seq)) throw new KvCacheError('PoolKvCache.canAdmit', 'invalid-argument', `sequence ${seq} is already in the cache`);
+    if (prompt.length === 0) throw new KvCacheError('PoolKvCache.canAdmit', 'invalid-argument', `sequence ${seq}: a prompt needs at least one token`);
+    if (prompt.length > this.maxSeqLen) return false;
+    if (this.blocks) return this.blocks.canAllocate(seq, prompt);
+    if (this.radix) return this.radix.canAdmit(prompt);
+    if (this.tokens) return prompt.length <= this.tokens.numFree;
+    return this.regions!.canAllocate(this.maxSeqLen);
+  }
+
+  /**
    * After a tree step (token layout): keeps the tree tokens at `path` (indices into that step's tokens, root first)
    * as the sequence's next tokens and frees the other branches' slots.
    */
@@ -222,6 +238,19 @@ export class PoolKvCache implements KvCache {
     if (start === undefined || !this.tokens) throw new KvCacheError('PoolKvCache.acceptTree', 'invalid-argument', `sequence ${seq} has no token tree to accept`);
     this.tokens.select(seq, start, path);
     this.lens.set(seq, start + path.length);
+    this.trees.delete(seq);
+  }
+
+  /**
+   * Keeps the sequence's first n tokens and frees the memory of the rest (rejected speculative tokens, a step to
+   * undo); a block left partly filled loses its prefix-cache hash.
+   */
+  truncate(seq: SeqId, n: number): void {
+    const len = this.length(seq);
+    checkCount('PoolKvCache.truncate', 'n', n, 0);
+    if (n > len) throw new KvCacheError('PoolKvCache.truncate', 'invalid-argument', `sequence ${seq} holds ${len} tokens, cannot keep ${n}`);
+    this.cut(seq, n);
+    this.lens.set(seq, n);
     this.trees.delete(seq);
   }
 
@@ -372,28 +401,31 @@ export class PoolKvCache implements KvCache {
 
   private rollback(undo: readonly Undo[]): void {
     for (const u of [...undo].reverse()) {
-      if (this.blocks) {
-        if (u.fresh) {
-          this.blocks.forgetBlocks(u.seq, u.hashed);
-          this.blocks.free(u.seq);
-        } else {
-          const from = Math.floor(u.prevLen / this.blockSize);
-          const n = this.blocks.blockTable(u.seq).length;
-          this.blocks.forgetBlocks(u.seq, Array.from({ length: n - from }, (_, i) => from + i));
-          this.blocks.truncate(u.seq, u.prevLen);
-        }
-      } else if (this.radix) {
-        if (u.fresh) this.radix.abandon(u.seq);
-        else this.radix.truncate(u.seq, u.prevLen);
-      } else if (this.tokens) {
-        if (u.fresh) this.tokens.free(u.seq);
-        else this.tokens.truncate(u.seq, u.prevLen);
-      } else if (u.fresh) {
-        this.regions!.free(u.seq);
+      if (!u.fresh) {
+        this.cut(u.seq, u.prevLen);
+        this.lens.set(u.seq, u.prevLen);
+        continue;
       }
-      if (u.fresh) this.lens.delete(u.seq);
-      else this.lens.set(u.seq, u.prevLen);
+      if (this.blocks) {
+        this.blocks.forgetBlocks(u.seq, u.hashed);
+        this.blocks.free(u.seq);
+      } else if (this.radix) this.radix.abandon(u.seq);
+      else if (this.tokens) this.tokens.free(u.seq);
+      else this.regions!.free(u.seq);
+      this.lens.delete(u.seq);
     }
+  }
+
+  /** Frees a sequence's memory past its first n tokens; blocks past them lose their hashes (their keys are gone). */
+  private cut(seq: SeqId, n: number): void {
+    if (this.blocks) {
+      const from = Math.floor(n / this.blockSize);
+      const total = this.blocks.blockTable(seq).length;
+      const mine = Array.from({ length: total - from }, (_, i) => from + i).filter((i) => this.blocks!.pool.refCount(this.blocks!.blockTable(seq)[i]) === 1);
+      this.blocks.forgetBlocks(seq, mine);
+      this.blocks.truncate(seq, n);
+    } else if (this.radix) this.radix.truncate(seq, n);
+    else if (this.tokens) this.tokens.truncate(seq, n);
   }
 
   private assertLive(): void {

@@ -50,6 +50,15 @@ export class RadixSlots {
     return this.get('RadixSlots.table', seq).table;
   }
 
+  /** Whether admit(tokens) would succeed now: the prefix it would share is held while the rest is counted. */
+  canAdmit(tokens: readonly number[]): boolean {
+    const m = this.tree.matchPrefix(tokens.slice(0, tokens.length - 1));
+    this.tree.lock(m.node);
+    const ok = tokens.length - m.length <= this.numAvailable;
+    this.tree.unlock(m.node);
+    return ok;
+  }
+
   /**
    * A new request: the longest cached prefix of its prompt (at most all but the last token, which is always computed)
    * is shared, the rest gets slots of its own, evicting if needed. Returns the tokens found cached. Nothing changes
