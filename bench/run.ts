@@ -14,6 +14,7 @@ import { benchQuant, printQuant, type QuantBench } from './quant.ts';
 import { benchEngine, printEngine, type EngineBench } from './engine.ts';
 import { benchThreads, printThreads, type ThreadsBench } from './threads.ts';
 import { benchModel, printModel, type ModelBench } from './model.ts';
+import { benchKv, kvTargets, printKv, type KvBench } from './kv.ts';
 
 const NO_VNNI = 'this CPU has no VNNI (avx512_vnni or avx_vnni)';
 
@@ -39,6 +40,8 @@ export interface BenchReport {
   threads: ThreadsBench | null;
   /** The built-in model: prefill and decode throughput, a decode step against its matmuls, sessions, memory. */
   model: ModelBench;
+  /** KV cache: decode with and without it, paged against contiguous attention, memory held per layout. */
+  kv: KvBench;
   targets: Target[];
   date: string;
   versions: Record<string, string>;
@@ -72,6 +75,8 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   const threads = dev.kind === 'cpu' ? await benchThreads({ quick: opts.quick }) : null;
   log('  model: the built-in model served ...');
   const model = await benchModel(kind, { quick: opts.quick });
+  log('  kv: the KV cache ...');
+  const kv = await benchKv(kind, { quick: opts.quick });
   const report: BenchReport = {
     machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
     device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },
@@ -81,6 +86,7 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
     engine,
     threads,
     model,
+    kv,
     targets: [],
     date: new Date().toISOString(),
     versions: { node: process.versions.node, onnxruntime: (await import('onnxruntime-node')).env.versions.node ?? '' },
@@ -138,6 +144,7 @@ export function checkTargets(rep: BenchReport): Target[] {
   t.push({ name: 'engine overhead on a tiny op within 10 us', met: abs <= 10, measured: `+${abs.toFixed(1)} us (${tiny.engineUs.toFixed(1)} us vs ${tiny.rawUs.toFixed(1)} us)`, goal: '<= 10 us' });
   if (rep.engine) t.push(...engineTargets(rep.engine));
   if (rep.model) t.push(...modelTargets(rep.model));
+  if (rep.kv) t.push(...kvTargets(rep.kv));
   return t;
 }
 
@@ -225,6 +232,7 @@ export function printReport(rep: BenchReport): void {
   if (rep.engine) out.push(...printEngine(rep.engine));
   if (rep.threads) out.push(...printThreads(rep.threads));
   if (rep.model) out.push(...printModel(rep.model));
+  if (rep.kv) out.push(...printKv(rep.kv));
   out.push('\ntargets:');
   for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);
   console.log(out.join('\n'));
