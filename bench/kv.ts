@@ -71,7 +71,7 @@ export interface PairRow {
 export interface KernelTime {
   kernelsUs: number;
   nodes: number;
-  /** The kernels doing attention's work: the fused GroupQueryAttention; paged: Gather, ScatterND, MatMul, FusedMatMul, Softmax, Where. */
+  /** The kernels doing attention's work: the fused GroupQueryAttention; paged: Gather, MatMul, FusedMatMul, Softmax, Where, Concat. */
   workUs: number;
   /** By ONNX op type. */
   pieces: Record<string, number>;
@@ -263,9 +263,9 @@ function pagedGraph({ Hq, Hkv, D }: AttnShape): Graph {
   const ins = [
     g.input('query', 'fp32', ['batch', 1, Hq * D]), g.input('key', 'fp32', ['batch', 1, Hkv * D]), g.input('value', 'fp32', ['batch', 1, Hkv * D]),
     g.input('keyCache', 'fp32', [Hkv, 'slots', D]), g.input('valueCache', 'fp32', [Hkv, 'slots', D]),
-    g.input('slotTable', 'int32', ['batch', 'positions']), g.input('pastLengths', 'int32', ['batch']),
+    g.input('blockTable', 'int32', ['batch', 'blocks']), g.input('pastLengths', 'int32', ['batch']),
   ];
-  return g.output(g.op('PagedAttention', ins, { numHeads: Hq, kvNumHeads: Hkv })[0]);
+  return g.output(g.op('PagedAttention', ins, { numHeads: Hq, kvNumHeads: Hkv, blockSize: BLOCK })[0]);
 }
 
 function randomTensor(dev: Device, shape: number[], seed: number, tag: 'kv' | 'activations' = 'activations'): Tensor {
@@ -292,15 +292,17 @@ export async function attentionPair(dev: Device, s: AttnShape, B: number, L: num
   const keyCache = randomTensor(dev, [Hkv, slots, D], seed + 5, 'kv');
   const valueCache = randomTensor(dev, [Hkv, slots, D], seed + 6, 'kv');
   const order = shuffled(slots / BLOCK, seed + 7);
-  const table = new Int32Array(B * L);
-  for (let b = 0; b < B; b++) for (let j = 0; j < L; j++) table[b * L + j] = order[(b * maxSeq) / BLOCK + Math.floor(j / BLOCK)] * BLOCK + (j % BLOCK);
+  const nb = Math.ceil((L - 1) / BLOCK);
+  const blocks = new Int32Array(B * nb);
+  for (let b = 0; b < B; b++) for (let i = 0; i < nb; i++) blocks[b * nb + i] = order[(b * maxSeq) / BLOCK + i];
+  const slotOf = (b: number, j: number) => blocks[b * nb + Math.floor(j / BLOCK)] * BLOCK + (j % BLOCK);
   // The pool holds each sequence's cached rows at its slots, the static cache at its own rows; the rest is other data.
   const [ck, cv, pk, pv] = [keyCache, valueCache, pastK, pastV].map((t) => t.data as Float32Array);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < Hkv; h++) {
       for (let j = 0; j < L - 1; j++) {
         const from = ((b * Hkv + h) * maxSeq + j) * D;
-        const to = (h * slots + table[b * L + j]) * D;
+        const to = (h * slots + slotOf(b, j)) * D;
         ck.set(pk.subarray(from, from + D), to);
         cv.set(pv.subarray(from, from + D), to);
       }
@@ -309,7 +311,7 @@ export async function attentionPair(dev: Device, s: AttnShape, B: number, L: num
   keyCache.touch();
   valueCache.touch();
   const lens = dev.tensor(new Int32Array(B).fill(L - 1), [B], 'int32');
-  const slotTable = dev.tensor(table, [B, L], 'int32');
+  const blockTable = dev.tensor(blocks, [B, nb], 'int32');
   const gqa = gqaGraph(s);
   const paged = pagedGraph(s);
   const runContiguous = async () => {
@@ -317,7 +319,7 @@ export async function attentionPair(dev: Device, s: AttnShape, B: number, L: num
     [pastK, pastV] = [nk, nv];
     return att;
   };
-  const runPaged = async () => (await dev.run(paged, [q, k, v, keyCache, valueCache, slotTable, lens]))[0];
+  const runPaged = async () => (await dev.run(paged, [q, k, v, keyCache, valueCache, blockTable, lens]))[0];
   const a = await runContiguous();
   const b = await runPaged();
   const diff = maxAbsDiff(a.toFloat32(), b.toFloat32());
@@ -328,13 +330,13 @@ export async function attentionPair(dev: Device, s: AttnShape, B: number, L: num
     contiguous: async () => (await runContiguous()).dispose(),
     paged: async () => (await runPaged()).dispose(),
     dispose: () => {
-      for (const t of [q, k, v, pastK, pastV, keyCache, valueCache, lens, slotTable]) t.dispose();
+      for (const t of [q, k, v, pastK, pastV, keyCache, valueCache, lens, blockTable]) t.dispose();
     },
   };
 }
 
 /** The kernels that do attention's work in each lowering (the rest build indices, masks and shapes, or check lengths). */
-const WORK = { contiguous: ['GroupQueryAttention'], paged: ['Gather', 'ScatterND', 'MatMul', 'FusedMatMul', 'Softmax', 'Where'] };
+const WORK = { contiguous: ['GroupQueryAttention'], paged: ['Gather', 'MatMul', 'FusedMatMul', 'Softmax', 'Where', 'Concat'] };
 
 interface ProfileEvent {
   cat?: string;
@@ -401,7 +403,7 @@ async function profilePair(s: AttnShape, B: number, L: number, turns: number): P
   }
   const sessions = readProfiles(prefix);
   const gqa = sessions.find((x) => x.ops.has('GroupQueryAttention'));
-  const paged = sessions.find((x) => x.ops.has('ScatterND') && x.ops.has('Gather'));
+  const paged = sessions.find((x) => x.ops.has('Gather') && x.ops.has('Softmax') && !x.ops.has('GroupQueryAttention'));
   if (!gqa || !paged || gqa.runs.length < 8 || paged.runs.length < 8) return null;
   return { contiguous: kernelTime(gqa.runs, WORK.contiguous), paged: kernelTime(paged.runs, WORK.paged) };
 }
@@ -498,7 +500,12 @@ export async function usage(dev: Device, batch: readonly SeqLength[], layout: Po
 
 /** Requests admitted in order, first come first served, until the first that does not fit a pool of `slots`. */
 export async function fits(dev: Device, batch: readonly SeqLength[], layout: PoolLayout, slots: number, toFinish: boolean): Promise<number> {
-  const cache = await bookkeeping(dev, layout, slots);
+  // A pool smaller than one region (contiguous) or one block holds no sequence at all.
+  const cache = await bookkeeping(dev, layout, slots).catch((e) => {
+    if (e instanceof KvCacheError && e.reason === 'invalid-size') return null;
+    throw e;
+  });
+  if (!cache) return 0;
   try {
     let n = 0;
     while (n < batch.length && (await admit(dev, cache, n, toFinish ? batch[n].finalLength! : batch[n].length))) n++;
@@ -552,9 +559,9 @@ function profileNotes(rows: ProfileRow[]): string[] {
   const rest = p.kernelsUs - p.workUs;
   const c = big.contiguous;
   return [
-    `profile at ${cell(big)}, onnxruntime's own time of each kernel (median per run): paged ${us(p.kernelsUs)} over ${p.nodes} kernels: Gather of the slots ${share(p, sum(p, ['Gather']))}, ScatterND of the new rows into the gathered copy ${share(p, sum(p, ['ScatterND']))}, q k^T and p v ${share(p, sum(p, ['MatMul', 'FusedMatMul']))}, masked softmax ${share(p, sum(p, ['Where', 'Softmax']))}, and the other kernels (indices, mask, reshapes, transposes) ${share(p, rest)}; contiguous ${us(c.kernelsUs)} over ${c.nodes} kernels, the fused GroupQueryAttention ${share(c, c.workUs)}. Work kernels ${big.workRatio.toFixed(2)}x, all kernels ${big.kernelRatio.toFixed(2)}x.`,
+    `profile at ${cell(big)}, onnxruntime's own time of each kernel (median per run): paged ${us(p.kernelsUs)} over ${p.nodes} kernels: Gather of the blocks ${share(p, sum(p, ['Gather']))}, q k^T and p v ${share(p, sum(p, ['MatMul', 'FusedMatMul']))}, masked softmax over the cached and new scores joined ${share(p, sum(p, ['Where', 'Softmax', 'Concat']))}, and the other kernels (indices, mask, reshapes, transposes) ${share(p, rest)}; contiguous ${us(c.kernelsUs)} over ${c.nodes} kernels, the fused GroupQueryAttention ${share(c, c.workUs)}. Work kernels ${big.workRatio.toFixed(2)}x, all kernels ${big.kernelRatio.toFixed(2)}x.`,
     `outside onnxruntime's kernels, at least (wall through the engine less the profiled kernels): contiguous ${rows.map((r) => `${cell(r)} ${us(r.outsideAtLeastUs.contiguous)}`).join(', ')}; paged ${rows.map((r) => `${cell(r)} ${us(r.outsideAtLeastUs.paged)}`).join(', ')}.`,
-    `Gather and ScatterND together are ${((100 * sum(p, ['Gather', 'ScatterND'])) / p.kernelsUs).toFixed(0)}% of the paged kernels there: the Gather copies every attended key and value, slot by slot, into a new tensor, and ScatterND takes ${us(sum(p, ['ScatterND']))}, far more than writing ${big.batch} new rows would, as it copies that tensor again to put them in; the fused kernel reads the cache where it lies.`,
+    `the Gather is ${((100 * sum(p, ['Gather'])) / p.kernelsUs).toFixed(0)}% of the paged kernels there: it copies every attended key and value, block by block, into a new tensor, where the fused kernel reads the cache where it lies.`,
     "onnxruntime's profiler adds a few us to every kernel it times: the all-kernel ratio counts that against the graph with more kernels (paged), the work-kernel ratio hardly.",
   ];
 }
@@ -680,7 +687,7 @@ export function kvTargets(k: KvBench): Target[] {
     const rows = k.profile.map((p) => ({ batch: p.batch, length: p.length, ratio: turnRatio([p.workRatio]) }));
     const worst = k.profile.reduce((p, r) => (r.workRatio > p.workRatio ? r : p), k.profile[0]);
     const top = Object.entries(worst.paged.pieces).filter(([n]) => WORK.paged.includes(n)).slice(0, 3).map(([n, x]) => `${n} ${us(x)}`).join(', ');
-    t.push(ratioTarget("paged attention's work kernels (Gather, ScatterND, MatMul, softmax) within 1.15x of the fused GroupQueryAttention kernel (onnxruntime's profile)", rows, `; paged ${us(worst.paged.workUs)} (${top}) against ${us(worst.contiguous.workUs)}`));
+    t.push(ratioTarget("paged attention's work kernels (Gather, MatMul, softmax) within 1.15x of the fused GroupQueryAttention kernel (onnxruntime's profile)", rows, `; paged ${us(worst.paged.workUs)} (${top}) against ${us(worst.contiguous.workUs)}`));
   }
   if (k.step.rows.length) t.push(ratioTarget('a decode step of the built-in model through the paged cache within 1.15x of the static cache', k.step.rows));
   const row = (l: PoolLayout) => k.memory.rows.find((r) => r.layout === l)!;

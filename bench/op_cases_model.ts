@@ -68,22 +68,23 @@ const GQA_CASES: OpCase[] = [
 ];
 
 /**
- * PagedAttention inputs: caches [Hkv, slots, D] and, per sequence, `past` cached positions and S new ones whose slots
- * are drawn at random from the pool (so tables are scattered, as after many allocations); `shared` makes every
- * sequence's first `shared` positions the same slots (a shared prefix). Padded table entries point at the last slot.
- * The cache holds random values at the new tokens' slots too: attention must take the new keys from its inputs.
+ * PagedAttention inputs: caches [Hkv, slots, D] of slots / bs blocks and, per sequence, `past` cached positions in
+ * blocks drawn at random from the pool (so tables are scattered, as after many allocations); `shared` makes every
+ * sequence's first `shared` blocks the same (a shared prefix). Padded table entries point at block 0.
  */
-function paged(seed: number, B: number, S: number, slots: number, Hq: number, Hkv: number, D: number, past: number[], opts: { shared?: number; tree?: number[][]; dtype?: DType } = {}): Gen[] {
+function paged(seed: number, B: number, S: number, slots: number, Hq: number, Hkv: number, D: number, past: number[], opts: { shared?: number; tree?: number[][]; dtype?: DType; bs?: number } = {}): Gen[] {
   const dtype = opts.dtype ?? 'fp32';
+  const bs = opts.bs ?? 1;
   const r = rng(seed + 9);
-  const free = Array.from({ length: slots - 1 }, (_, i) => i);
+  const free = Array.from({ length: slots / bs }, (_, i) => i);
   const take = () => free.splice(Math.floor(r() * free.length), 1)[0];
   const prefix = Array.from({ length: opts.shared ?? 0 }, take);
-  const L = Math.max(...past) + S;
+  const nb = Math.max(1, ...past.map((p) => Math.ceil(p / bs)));
   const table: number[] = [];
   for (let b = 0; b < B; b++) {
-    const row = [...prefix.slice(0, past[b]), ...Array.from({ length: past[b] + S - Math.min(prefix.length, past[b]) }, take)];
-    table.push(...row, ...Array(L - row.length).fill(slots - 1));
+    const need = Math.ceil(past[b] / bs);
+    const row = [...prefix.slice(0, need), ...Array.from({ length: Math.max(0, need - prefix.length) }, take)];
+    table.push(...row, ...Array(nb - row.length).fill(0));
   }
   const ins = [
     floats(seed, dtype, [B, S, Hq * D]),
@@ -91,7 +92,7 @@ function paged(seed: number, B: number, S: number, slots: number, Hq: number, Hk
     floats(seed + 2, dtype, [B, S, Hkv * D]),
     floats(seed + 3, dtype, [Hkv, slots, D]),
     floats(seed + 4, dtype, [Hkv, slots, D]),
-    int32([B, L], table),
+    int32([B, nb], table),
     int32([B], past),
   ];
   if (opts.tree) ins.push({ dtype: 'bool', shape: [B, S, S], values: Array.from({ length: B }, () => opts.tree!.flat()).flat() });
@@ -108,10 +109,21 @@ const treeMask = (parents: number[]) =>
 
 const PAGED_CASES: OpCase[] = [
   { name: 'PagedAttention decode, lengths 0, 5, 11, scattered slots', op: 'PagedAttention', inputs: paged(600, 3, 1, 40, 4, 2, 8, [0, 5, 11]), attrs: { numHeads: 4, kvNumHeads: 2 } },
-  { name: 'PagedAttention decode, shared prefix of 6, MQA, scale 0.3', op: 'PagedAttention', inputs: paged(610, 2, 1, 30, 4, 1, 8, [6, 9], { shared: 6 }), attrs: { numHeads: 4, kvNumHeads: 1, scale: 0.3 } },
+  {
+    name: 'PagedAttention decode, blocks of 4, lengths 3, 9, 16',
+    op: 'PagedAttention',
+    inputs: paged(605, 3, 1, 48, 4, 2, 8, [3, 9, 16], { bs: 4 }),
+    attrs: { numHeads: 4, kvNumHeads: 2, blockSize: 4 },
+  },
+  {
+    name: 'PagedAttention decode, a shared prefix of 2 blocks of 4, MQA, scale 0.3',
+    op: 'PagedAttention',
+    inputs: paged(610, 2, 1, 32, 4, 1, 8, [8, 11], { shared: 2, bs: 4 }),
+    attrs: { numHeads: 4, kvNumHeads: 1, scale: 0.3, blockSize: 4 },
+  },
   { name: 'PagedAttention prefill chunks of 4 after 0 and 3', op: 'PagedAttention', inputs: paged(620, 2, 4, 24, 2, 2, 8, [0, 3]), attrs: { numHeads: 2, kvNumHeads: 2 } },
   {
-    name: 'PagedAttention token tree of 5 after 4 (tree mask)',
+    name: 'PagedAttention token tree of 5 after 4 and 2 (tree mask)',
     op: 'PagedAttention',
     inputs: paged(630, 2, 5, 32, 4, 2, 8, [4, 2], { tree: treeMask([-1, 0, 0, 1, -1]) }),
     attrs: { numHeads: 4, kvNumHeads: 2 },

@@ -189,14 +189,15 @@ export const MODEL_OPS = {
    * Attention through a paged KV cache (Kwon et al., SOSP 2023) for a decode or (chunked) prefill step of any set of
    * sequences; it reads the cache and writes nothing (writing the new keys and values into their slots, vLLM's
    * reshape_and_cache, is the caller's: a ScatterND, or a copy on the host). The caches are pools of token slots shared
-   * by all sequences, head-major so that gathering one sequence's slots gives each head's keys contiguous: keyCache,
-   * valueCache [Hkv, slots, D]. Inputs: query [B, S, Hq*D], key and value [B, S, Hkv*D] (the new tokens, already
-   * rotated), the two caches, slotTable int32 [B, L] (the slot of each position of each sequence: a block table
-   * expanded to slots; L >= pastLengths[b] + S, and every entry must be a valid slot, though only those before
-   * pastLengths[b] are read), pastLengths int32 [B], and optionally treeMask bool [B, S, S]: which new tokens each new
-   * token sees (SpecInfer's tree attention; default causal, j <= i; each token must see itself). Query i of sequence b
-   * attends to the cached positions 0 .. pastLengths[b]-1 and to the new tokens its mask allows. Output: attention
-   * [B, S, Hq*D]. Attributes numHeads, kvNumHeads, scale (default 1/sqrt(D)).
+   * by all sequences, head-major so that a block of one head is contiguous: keyCache, valueCache [Hkv, slots, D], slots
+   * a multiple of the attribute blockSize (default 1). Inputs: query [B, S, Hq*D], key and value [B, S, Hkv*D] (the
+   * new tokens, already rotated), the two caches, blockTable int32 [B, nb] (cached position j of sequence b is in slot
+   * blockTable[b, j / blockSize] * blockSize + j % blockSize; nb * blockSize >= every pastLengths[b], and every entry
+   * must be a valid block, though only those holding positions before pastLengths[b] are read), pastLengths int32 [B],
+   * and optionally treeMask bool [B, S, S]: which new tokens each new token sees (SpecInfer's tree attention; default
+   * causal, j <= i; each token must see itself). Query i of sequence b attends to the cached positions
+   * 0 .. pastLengths[b]-1 and to the new tokens its mask allows. Output: attention [B, S, Hq*D]. Attributes numHeads,
+   * kvNumHeads, blockSize, scale (default 1/sqrt(D)).
    */
   PagedAttention: {
     optional: [7],
@@ -204,7 +205,7 @@ export const MODEL_OPS = {
       const [q, k, v, kc, vc, table, lens, tree] = req(PAGED, inputs, 8, [7]);
       const d = sameDType(PAGED, [q, k, v, kc, vc]);
       dtypeIn(PAGED, q, FLOATS, 'query, key, value and caches');
-      dtypeIn(PAGED, table, ['int32'], 'slotTable');
+      dtypeIn(PAGED, table, ['int32'], 'blockTable');
       dtypeIn(PAGED, lens, ['int32'], 'pastLengths');
       if (tree) dtypeIn(PAGED, tree, ['bool'], 'treeMask');
       const Hq = posInt(PAGED, attrs, 'numHeads');
@@ -213,7 +214,10 @@ export const MODEL_OPS = {
       const shapes = [q, k, v, kc, vc, table, lens, ...(tree ? [tree] : [])].map((x) => x.shape);
       if ([q, k, v].some((x) => x.shape.length !== 3)) throw new ShapeError(PAGED, shapes, 'query, key and value must be [batch, seq, heads*headDim]');
       if (kc.shape.length !== 3 || vc.shape.length !== 3) throw new ShapeError(PAGED, shapes, 'keyCache and valueCache must be [kvHeads, slots, headDim]');
-      if (table.shape.length !== 2 || lens.shape.length !== 1) throw new ShapeError(PAGED, shapes, 'slotTable must be [batch, positions] and pastLengths [batch]');
+      if (table.shape.length !== 2 || lens.shape.length !== 1) throw new ShapeError(PAGED, shapes, 'blockTable must be [batch, blocks] and pastLengths [batch]');
+      const bs = attrs.blockSize === undefined ? 1 : posInt(PAGED, attrs, 'blockSize');
+      const slots = kc.shape[1];
+      if (typeof slots === 'number' && slots % bs !== 0) throw new ShapeError(PAGED, shapes, `the caches' ${slots} slots are not a whole number of blocks of ${bs}`);
       const [B, S, hidden] = q.shape;
       if (typeof hidden !== 'number' || hidden % Hq !== 0) throw new ShapeError(PAGED, shapes, `query's last dim must be a multiple of numHeads=${Hq}`);
       const D = hidden / Hq;
@@ -227,7 +231,7 @@ export const MODEL_OPS = {
         unifyDims(PAGED, c.shape[2], D, `${c.name}'s head dim and query's (${D})`, shapes);
       }
       unifyDims(PAGED, kc.shape[1], vc.shape[1], 'slots of keyCache and valueCache', shapes);
-      unifyDims(PAGED, table.shape[0], B, 'batch sizes of query and slotTable', shapes);
+      unifyDims(PAGED, table.shape[0], B, 'batch sizes of query and blockTable', shapes);
       unifyDims(PAGED, lens.shape[0], B, 'batch sizes of query and pastLengths', shapes);
       if (tree) {
         if (tree.shape.length !== 3) throw new ShapeError(PAGED, shapes, 'treeMask must be [batch, seq, seq]');

@@ -45,7 +45,9 @@ interface Undo {
 }
 
 export class PoolKvCache implements KvCache {
-  readonly graphKey = 'pool';
+  readonly graphKey: string;
+  /** Slots attention reads as one piece: the block size (paged), 1 (token), a power of two dividing maxSeqLen (contiguous). */
+  readonly gatherBlock: number;
   readonly supportsTrees: boolean;
   readonly blockSize: number;
   readonly maxSeqLen: number;
@@ -68,6 +70,8 @@ export class PoolKvCache implements KvCache {
     this.maxSeqLen = opts.maxSeqLen ?? shape.maxPositions;
     this.blockSize = layout === 'paged' ? (opts.blockSize ?? 16) : layout === 'token' ? 1 : this.maxSeqLen;
     this.supportsTrees = layout === 'token' && !opts.radixCache;
+    this.gatherBlock = layout === 'contiguous' ? gatherBlockOf(this.maxSeqLen) : this.blockSize;
+    this.graphKey = `pool|${this.gatherBlock}`;
     if (layout === 'paged') {
       this.blocks = new BlockManager({ numBlocks: pool.numSlots / this.blockSize, blockSize: this.blockSize, maxModelLen: this.maxSeqLen, prefixCaching: opts.prefixCaching ?? true });
     } else if (layout === 'token' && opts.radixCache) {
@@ -87,14 +91,16 @@ export class PoolKvCache implements KvCache {
     const maxSeqLen = opts.maxSeqLen ?? shape.maxPositions;
     checkCount(op, 'maxSeqLen', maxSeqLen, 1);
     if (maxSeqLen > shape.maxPositions) throw new KvCacheError(op, 'too-long', `maxSeqLen ${maxSeqLen} is past the model's context of ${shape.maxPositions}`);
-    const B = opts.layout === 'paged' ? (opts.blockSize ?? 16) : 1;
+    // The pool is a whole number of blocks (paged) or regions (contiguous: the regions of a pool of equal regions
+    // placed first-fit all start at multiples of maxSeqLen, so attention can read them in blocks that divide it).
+    const B = opts.layout === 'paged' ? (opts.blockSize ?? 16) : opts.layout === 'contiguous' ? maxSeqLen : 1;
     checkCount(op, 'blockSize', B, 1);
     const bytesPerSlot = 2 * shape.numLayers * shape.numKvHeads * shape.headDim * 4;
     if ((opts.numSlots === undefined) === (opts.budgetBytes === undefined)) throw new KvCacheError(op, 'invalid-argument', 'give the pool size as numSlots or as budgetBytes (one of them)');
     let slots = opts.numSlots ?? Math.floor(opts.budgetBytes! / bytesPerSlot);
     if (opts.numSlots !== undefined) checkCount(op, 'numSlots', slots, 1);
     slots -= slots % B;
-    if (slots < B) throw new KvCacheError(op, 'invalid-size', `the pool holds ${slots} slots, less than one block of ${B} (${bytesPerSlot} bytes per slot)`);
+    if (slots < B) throw new KvCacheError(op, 'invalid-size', `the pool holds ${slots} slots, less than one ${opts.layout === 'contiguous' ? 'region' : 'block'} of ${B} (${bytesPerSlot} bytes per slot)`);
     return new PoolKvCache(dev, shape, opts.layout, await KvPool.create(dev, shape, slots), opts);
   }
 
@@ -117,7 +123,7 @@ export class PoolKvCache implements KvCache {
   declare(g: Graph, seq: number | string, tree: boolean): KvGraph {
     const { numLayers, numHeads, numKvHeads, headDim } = this.shape;
     const lengths = g.input('pastLengths', 'int32', ['batch']);
-    const table = g.input('slotTable', 'int32', ['batch', 'positions']);
+    const table = g.input('blockTable', 'int32', ['batch', 'blocks']);
     const mask = tree ? g.input('treeMask', 'bool', ['batch', seq, seq]) : null;
     const dims = [numKvHeads, 'slots', headDim];
     const pools = Array.from({ length: numLayers }, (_, i) => [g.input(`kv.${i}.k`, 'fp32', dims), g.input(`kv.${i}.v`, 'fp32', dims)]);
@@ -127,7 +133,7 @@ export class PoolKvCache implements KvCache {
       attend: (i, q, k, v) => {
         outputs.push(k, v);
         const ins = [q, k, v, pools[i][0], pools[i][1], table, lengths, ...(mask ? [mask] : [])];
-        return g.op('PagedAttention', ins, { numHeads, kvNumHeads: numKvHeads })[0];
+        return g.op('PagedAttention', ins, { numHeads, kvNumHeads: numKvHeads, blockSize: this.gatherBlock })[0];
       },
     };
   }
@@ -152,14 +158,16 @@ export class PoolKvCache implements KvCache {
     const counts = batch.map((s, b) => s.tokens.length - cached[b]);
     const past = batch.map((s, b) => this.lens.get(s.seq)! - counts[b]);
     const S = Math.max(...counts);
-    const L = Math.max(...past) + S;
-    const table = new Int32Array(B * L);
+    // Attention reads the cached positions block by block: the first ceil(past / g) blocks of each sequence.
+    const g = this.gatherBlock;
+    const nb = Math.max(1, ...past.map((p) => Math.ceil(p / g)));
+    const table = new Int32Array(B * nb);
     const writeAt = new Int32Array(B * S).fill(-1);
     const positions = new Int32Array(B * S);
     const tree = batch.some((s) => s.parents) ? new Uint8Array(B * S * S) : null;
     batch.forEach((s, b) => {
       const slots = this.slotTable(s.seq);
-      table.set(slots, b * L);
+      for (let i = 0; i * g < past[b]; i++) table[b * nb + i] = slots[i * g] / g;
       const depth = s.parents ? depths(s.parents) : null;
       for (let i = 0; i < counts[b]; i++) {
         writeAt[b * S + i] = slots[past[b] + i];
@@ -175,7 +183,7 @@ export class PoolKvCache implements KvCache {
     });
     const own = [
       this.dev.tensor(Int32Array.from(past), [B], 'int32', { label: 'pastLengths' }),
-      this.dev.tensor(table, [B, L], 'int32', { label: 'slotTable' }),
+      this.dev.tensor(table, [B, nb], 'int32', { label: 'blockTable' }),
       ...(tree ? [this.dev.tensor(tree, [B, S, S], 'bool', { label: 'treeMask' })] : []),
     ];
     let settled = false;
@@ -431,6 +439,13 @@ export class PoolKvCache implements KvCache {
   private assertLive(): void {
     if (this.disposedFlag) throw new KvCacheError('PoolKvCache', 'invalid-argument', 'the cache was disposed');
   }
+}
+
+/** The largest power of two, at most 16, that divides n. */
+function gatherBlockOf(n: number): number {
+  let g = 1;
+  while (g < 16 && n % (2 * g) === 0) g *= 2;
+  return g;
 }
 
 /** Depth of each node of a token tree (roots 0). */

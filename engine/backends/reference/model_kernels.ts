@@ -115,11 +115,12 @@ export function groupQueryAttention(
 }
 
 /**
- * PagedAttention: query i of sequence b attends to the cached keys and values at slotTable[b, j] for j < lens[b], and
- * to the new tokens its tree mask row allows (causal when there is no mask). The caches are only read.
+ * PagedAttention: query i of sequence b attends to the cached keys and values of positions j < lens[b], in slot
+ * blockTable[b, j / bs] * bs + j % bs, and to the new tokens its tree mask row allows (causal when there is no mask).
+ * The caches are only read.
  */
 export function pagedAttention(
-  q: F, k: F, v: F, keyCache: F, valueCache: F, cacheShape: readonly number[], slotTable: Int32Array, L: number,
+  q: F, k: F, v: F, keyCache: F, valueCache: F, cacheShape: readonly number[], blockTable: Int32Array, nb: number, bs: number,
   lens: Int32Array, tree: Uint8Array | null, B: number, S: number, numHeads: number, scale?: number,
 ): F {
   const [Hkv, slots, D] = cacheShape;
@@ -127,21 +128,22 @@ export function pagedAttention(
   const G = Hq / Hkv;
   const sc = scale ?? 1 / Math.sqrt(D);
   const out = new Float64Array(B * S * Hq * D);
-  const p = new Float64Array(L);
   for (let b = 0; b < B; b++) {
     const past = lens[b];
-    if (!(past >= 0 && past + S <= L)) throw new ServelabError(`PagedAttention: sequence ${b} has ${past} cached tokens and ${S} new ones; its slot table has ${L} positions`);
+    if (!(past >= 0 && past <= nb * bs)) throw new ServelabError(`PagedAttention: sequence ${b} has ${past} cached tokens; its block table covers ${nb * bs}`);
+    const slot = new Int32Array(past);
     for (let j = 0; j < past; j++) {
-      const s = slotTable[b * L + j];
-      if (!(s >= 0 && s < slots)) throw new ServelabError(`PagedAttention: slot ${s} (sequence ${b}, position ${j}) is not a slot of the cache [0, ${slots})`);
+      const blk = blockTable[b * nb + Math.floor(j / bs)];
+      slot[j] = blk * bs + (j % bs);
+      if (!(blk >= 0 && slot[j] < slots)) throw new ServelabError(`PagedAttention: block ${blk} (sequence ${b}, position ${j}) is not a block of the cache [0, ${slots / bs})`);
     }
+    const p = new Float64Array(past + S);
     for (let i = 0; i < S; i++) {
       const seen = (j: number) => j < past || (tree ? tree[(b * S + i) * S + j - past] === 1 : j - past <= i);
       for (let h = 0; h < Hq; h++) {
         const kh = Math.floor(h / G);
         // Where position j's key and value are: a cache slot, or new token j - past of this step.
-        const at = (j: number, d: number, cache: F, fresh: F) =>
-          j < past ? cache[(kh * slots + slotTable[b * L + j]) * D + d] : fresh[((b * S + j - past) * Hkv + kh) * D + d];
+        const at = (j: number, d: number, cache: F, fresh: F) => (j < past ? cache[(kh * slots + slot[j]) * D + d] : fresh[((b * S + j - past) * Hkv + kh) * D + d]);
         const qo = ((b * S + i) * Hq + h) * D;
         let m = -Infinity;
         for (let j = 0; j < past + S; j++) {

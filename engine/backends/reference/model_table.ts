@@ -18,9 +18,10 @@ export const MODEL_KERNELS = {
   },
   PagedAttention: ({ inputs: [q, k, v, kc, vc, table, lens, tree], attrs }) => {
     const [B, S] = q!.shape;
-    const l = table!.shape[1];
+    const nb = table!.shape[1];
+    const bs = (attrs.blockSize as number | undefined) ?? 1;
     const tm = tree ? (tree.data as Uint8Array) : null;
-    return [M.pagedAttention(q!.f(), k!.f(), v!.f(), kc!.f(), vc!.f(), kc!.shape, table!.data as Int32Array, l, lens!.data as Int32Array, tm, B, S, attrs.numHeads as number, attrs.scale as number | undefined)];
+    return [M.pagedAttention(q!.f(), k!.f(), v!.f(), kc!.f(), vc!.f(), kc!.shape, table!.data as Int32Array, nb, bs, lens!.data as Int32Array, tm, B, S, attrs.numHeads as number, attrs.scale as number | undefined)];
   },
   SoftmaxCrossEntropyLoss: ({ inputs: [logits, labels], attrs }) => {
     const C = logits!.shape[logits!.shape.length - 1];
