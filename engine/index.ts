@@ -44,3 +44,4 @@ export { forwardFlops, decodeFlops, type ForwardShape, type ForwardFlops, type D
 export { greedyDecode, type DecodeStep, type DecodeRun, type DecodeRunOptions } from './model/recompute.ts';
 export { NgramDraft, ModelDraft, truncatedModel, loadTruncatedModel, growTree, topTokens, treeSize, pathTokens, type Draft, type TokenTree, type TreeRequest } from './model/draft.ts';
 export { speculativeGenerate, compareWithGreedy, DEFAULT_EXPANSION, verifyGreedy, treeKvBytes, SpeculativeError, type SpeculativeErrorReason, type SpeculativeOptions, type SpeculativeResult, type SpeculativeStep, type SpeedupResult, type TreeKv, type Verification } from './model/speculative.ts';
+export * from './serve/index.ts';

@@ -81,6 +81,21 @@ export class BlockManager {
     return this.plan('BlockManager.canAllocate', prompt).needed <= this.pool.numFree;
   }
 
+  /** Free blocks a new prompt would take: its blocks less the cached ones in use (a hit on a freed block still takes it). */
+  blocksNeeded(seq: SeqId, tokens: readonly number[]): number {
+    this.checkNew('BlockManager.blocksNeeded', seq);
+    return this.plan('BlockManager.blocksNeeded', tokens).needed;
+  }
+
+  /** Free blocks appending n tokens would take: new blocks past the last, and a copy of a shared partial last block. */
+  appendBlocks(seq: SeqId, n: number): number {
+    const s = this.get('BlockManager.appendBlocks', seq);
+    checkCount('BlockManager.appendBlocks', 'n', n, 0);
+    const len = s.tokens.length;
+    const grow = Math.ceil((len + n) / this.blockSize) - Math.ceil(len / this.blockSize);
+    return grow + (n > 0 && len % this.blockSize !== 0 && this.needsBlock(s) === 1 ? 1 : 0);
+  }
+
   /** Builds the prompt's block table: leading full blocks already cached are shared, the rest allocated and hashed. */
   allocate(seq: SeqId, tokens: readonly number[]): readonly number[] {
     const op = 'BlockManager.allocate';

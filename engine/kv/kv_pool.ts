@@ -93,6 +93,37 @@ export class KvPool {
     await this.scatter(rows, Int32Array.from(pick), at);
   }
 
+  /**
+   * The keys and values of these slots, per pool tensor (tensors() order) [slots.length, kvHeads * headDim] on the host:
+   * what swapping a sequence out to host memory copies (from a GPU, one gather and one download).
+   */
+  async read(slots: readonly number[]): Promise<Float32Array[]> {
+    this.assertLive();
+    for (const s of slots) if (!Number.isInteger(s) || s < 0 || s >= this.numSlots) throw new KvCacheError('KvPool.read', 'invalid-argument', `slot ${s} is not in [0, ${this.numSlots})`);
+    const { numKvHeads: H, headDim: D } = this.shape;
+    const N = this.numSlots;
+    if (this.dev.kind !== 'webgpu') {
+      return this.tensors().map((pool) => {
+        const src = pool.data as Float32Array;
+        const out = new Float32Array(slots.length * H * D);
+        slots.forEach((s, t) => {
+          for (let h = 0; h < H; h++) out.set(src.subarray((h * N + s) * D, (h * N + s + 1) * D), (t * H + h) * D);
+        });
+        return out;
+      });
+    }
+    const g = this.dev.graph(this, 'read', () => this.readGraph());
+    const at = this.dev.tensor(slots, [slots.length], 'int32');
+    try {
+      const outs = await this.dev.run(g, [...this.tensors(), at], { label: 'kv swap out' });
+      const values = await Promise.all(outs.map((t) => t.values()));
+      for (const t of outs) t.dispose();
+      return values;
+    } finally {
+      at.dispose();
+    }
+  }
+
   /** Copies the keys and values of slot src[i] to slot dst[i] in every layer (copy-on-write of a shared block). */
   async copy(src: readonly number[], dst: readonly number[]): Promise<void> {
     this.assertLive();
@@ -174,6 +205,19 @@ export class KvPool {
       const picked = g.op('Transpose', [g.op('Gather', [flat, pick])[0]], { perm: [1, 0, 2] })[0]; //  [H, M, D]
       g.output(g.op('ScatterND', [p, at, picked])[0]);
     });
+    return g;
+  }
+
+  /** pools, at int32 [M] -> per pool [M, H*D]: the rows of these slots. */
+  private readGraph(): Graph {
+    const { numKvHeads: H, headDim: D } = this.shape;
+    const g = new Graph('kv pool read');
+    const pools = this.poolInputs(g);
+    const at = g.input('at', 'int32', ['m']);
+    for (const p of pools) {
+      const rows = g.op('Transpose', [g.op('Gather', [p, at], { axis: 1 })[0]], { perm: [1, 0, 2] })[0]; //  [M, H, D]
+      g.output(g.op('Reshape', [rows], { shape: [-1, H * D] })[0]);
+    }
     return g;
   }
 

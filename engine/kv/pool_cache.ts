@@ -19,6 +19,14 @@ import { TokenPool } from './token_pool.ts';
 
 export type PoolLayout = 'contiguous' | 'paged' | 'token';
 
+/** A sequence's keys and values copied to host memory (preemption by swapping): per pool tensor [length, kvHeads * headDim]. */
+export interface SwappedKv {
+  length: number;
+  rows: Float32Array[];
+  /** Bytes moved to the host. */
+  bytes: number;
+}
+
 export interface PoolKvCacheOptions {
   layout: PoolLayout;
   /** The pool's size in token slots (paged: rounded down to whole blocks). Give this or budgetBytes. */
@@ -235,6 +243,94 @@ export class PoolKvCache implements KvCache {
     if (this.radix) return this.radix.canAdmit(prompt);
     if (this.tokens) return prompt.length <= this.tokens.numFree;
     return this.regions!.canAllocate(this.maxSeqLen);
+  }
+
+  /**
+   * Whether plan(batch) would find the memory it needs now (a scheduler's check for a whole iteration). Counts blocks,
+   * slots or regions the step would take; two new sequences sharing a cached prefix in one step are counted apart, so
+   * the answer errs toward no.
+   */
+  fits(batch: readonly StepSeq[]): boolean {
+    this.assertLive();
+    let need = 0;
+    const regions: number[] = [];
+    for (const s of batch) {
+      const len = this.lens.get(s.seq);
+      const n = s.tokens.length;
+      if ((len ?? 0) + n > this.maxSeqLen) return false;
+      if (this.blocks) {
+        if (len === undefined) {
+          if (!this.blocks.canAllocate(s.seq, s.tokens)) return false;
+          need += this.blocks.blocksNeeded(s.seq, s.tokens);
+        } else need += this.blocks.appendBlocks(s.seq, n);
+      } else if (this.radix) {
+        need += len === undefined ? n - this.radix.tree.matchPrefix(s.tokens.slice(0, -1)).length : n;
+      } else if (this.tokens) need += n;
+      else if (len === undefined) regions.push(this.maxSeqLen);
+    }
+    if (this.blocks) return need <= this.blocks.pool.numFree;
+    if (this.radix) return need <= this.radix.numAvailable;
+    if (this.tokens) return need <= this.tokens.numFree;
+    return regions.length === 0 || this.regions!.canAllocateAll(regions);
+  }
+
+  /**
+   * Whether sequences of these final lengths could all be held at once: now, or (`empty`) in the empty pool. A static
+   * batch reserves its members' whole sequences up front this way.
+   */
+  canReserve(lengths: readonly number[], empty = false): boolean {
+    if (lengths.some((n) => n > this.maxSeqLen)) return false;
+    const B = this.layout === 'contiguous' ? this.maxSeqLen : this.blockSize;
+    const units = lengths.reduce((s, n) => s + (this.layout === 'contiguous' ? 1 : Math.ceil(n / B)), 0);
+    const total = this.pool.numSlots / B;
+    if (empty) return units <= total;
+    if (this.blocks) return units <= this.blocks.pool.numFree;
+    if (this.radix) return units <= this.radix.numAvailable;
+    if (this.tokens) return units <= this.tokens.numFree;
+    return this.regions!.canAllocateAll(lengths.map(() => this.maxSeqLen));
+  }
+
+  /**
+   * Copies the sequence's keys and values to host memory and frees its memory (preemption by swapping, the lecture's
+   * CPU offloading); swapIn brings them back.
+   */
+  async swapOut(seq: SeqId): Promise<SwappedKv> {
+    const slots = this.slotTable(seq);
+    const rows = await this.pool.read(slots);
+    this.free(seq);
+    return { length: slots.length, rows, bytes: slots.length * this.pool.bytesPerSlot };
+  }
+
+  /**
+   * Gives a swapped-out sequence memory again and writes its keys and values back; `tokens` are its cached tokens
+   * (for the block hashes). Returns the bytes moved in; KvCacheError 'exhausted', nothing changed, if it does not fit.
+   */
+  async swapIn(seq: SeqId, tokens: readonly number[], kv: SwappedKv): Promise<number> {
+    if (tokens.length !== kv.length) throw new KvCacheError('PoolKvCache.swapIn', 'invalid-argument', `sequence ${seq}: ${tokens.length} tokens for ${kv.length} swapped rows`);
+    const undo: Undo[] = [];
+    this.check('PoolKvCache.swapIn', { seq, tokens });
+    this.admit({ seq, tokens }, undo, []);
+    // The whole sequence is written, prefix hits included: their rows are the same values.
+    this.lens.set(seq, tokens.length);
+    try {
+      const slots = this.slotTable(seq);
+      const H = this.shape.numKvHeads * this.shape.headDim;
+      const rows = kv.rows.map((r) => this.dev.tensor(r, [1, kv.length, H], 'fp32', { tag: 'kv', label: 'swapped in' }));
+      try {
+        await this.pool.write(rows, Int32Array.from(slots));
+      } finally {
+        for (const r of rows) r.dispose();
+      }
+    } catch (e) {
+      this.rollback(undo);
+      throw e;
+    }
+    return kv.length * this.pool.bytesPerSlot;
+  }
+
+  /** Token slots the pool holds in all. */
+  capacityTokens(): number {
+    return this.pool.numSlots;
   }
 
   /**

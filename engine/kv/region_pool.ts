@@ -43,6 +43,17 @@ export class RegionPool {
     return this.gaps().some((g) => g.length >= length);
   }
 
+  /** Whether regions of these lengths could all be placed now, first-fit in order. */
+  canAllocateAll(lengths: readonly number[]): boolean {
+    const gaps = this.gaps().map((g) => g.length);
+    for (const n of lengths) {
+      const i = gaps.findIndex((g) => g >= n);
+      if (i < 0) return false;
+      gaps[i] -= n;
+    }
+    return true;
+  }
+
   /** Places a region for `seq` in the first gap that holds it. */
   allocate(seq: SeqId, length: number): Region {
     const op = 'RegionPool.allocate';

@@ -18,15 +18,20 @@ export interface ShareGptLikeOptions {
 }
 
 /**
- * `n` requests from a seeded stream: each length is exp(N(mu, sigma)) rounded, at least 1, where
- * mu = ln(mean) - sigma^2 / 2 makes the log-normal's mean the requested one (before rounding and the context cut).
+ * One length from a seeded stream: exp(N(mu, sigma)) rounded, at least 1, where mu = ln(mean) - sigma^2 / 2 makes the
+ * log-normal's mean the requested one (before rounding). Takes one normal from `rng`.
  */
+export function logNormalLength(rng: Rng, mean: number, sigma: number): number {
+  return Math.max(1, Math.round(Math.exp(rng.normal(Math.log(mean) - (sigma * sigma) / 2, sigma))));
+}
+
+/** `n` requests from a seeded stream: input, then output, each a logNormalLength, then the context cut. */
 export function shareGptLikeLengths(n: number, seed: number, opts: ShareGptLikeOptions = {}): RequestLengths[] {
   checkCount('shareGptLikeLengths', 'n', n, 0);
   const { meanInput = 161, meanOutput = 338, sigma = 1, maxSeqLen = 2048 } = opts;
   checkCount('shareGptLikeLengths', 'maxSeqLen', maxSeqLen, 1);
   const rng = new Rng(seed);
-  const draw = (mean: number) => Math.max(1, Math.round(Math.exp(rng.normal(Math.log(mean) - (sigma * sigma) / 2, sigma))));
+  const draw = (mean: number) => logNormalLength(rng, mean, sigma);
   return Array.from({ length: n }, () => {
     const input = Math.min(draw(meanInput), maxSeqLen);
     const output = Math.min(draw(meanOutput), maxSeqLen - input);
