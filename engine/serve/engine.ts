@@ -102,7 +102,9 @@ export class ServingEngine {
     if (why) return Promise.resolve({ ...record, finishMs: arrivalMs, finishReason: 'rejected', error: why });
     const seq = new Sequence(req.id, req.prompt, req.maxTokens);
     this.scheduler.add(seq);
-    return new Promise((resolve) => this.pending.set(seq, { seq, record, onToken, resolve }));
+    const done = new Promise<RequestRecord>((resolve) => this.pending.set(seq, { seq, record, onToken, resolve }));
+    this.wake?.();
+    return done;
   }
 
   hasWork(): boolean {
@@ -188,6 +190,35 @@ export class ServingEngine {
     const metrics = serveMetrics(records, this.steps, { poolBytes: this.cache.pool.bytes, pricePerHour: opts.pricePerHour, durationMs: this.now() });
     return { records, steps: [...this.steps], metrics, interrupted };
   }
+
+  /**
+   * The online loop (a server's): runs iterations while there is work and waits for `submit` when there is none,
+   * until the signal aborts; then every unfinished request ends 'aborted'. onStep sees each iteration.
+   */
+  async serve(signal: AbortSignal, onStep?: (log: StepLog) => void): Promise<void> {
+    while (!signal.aborted) {
+      if (!this.hasWork()) {
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            this.wake = null;
+            signal.removeEventListener('abort', wake);
+            resolve();
+          };
+          this.wake = wake;
+          signal.addEventListener('abort', wake, { once: true });
+        });
+        continue;
+      }
+      const log = await this.step();
+      if (log) onStep?.(log);
+      // Lets the event loop deliver new requests and streamed tokens between iterations.
+      await new Promise((r) => setImmediate(r));
+    }
+    this.abortAll();
+  }
+
+  /** Wakes an idle online loop when a request arrives. */
+  private wake: (() => void) | null = null;
 
   /** Ends every unfinished request as 'aborted' and frees its memory. */
   abortAll(): void {

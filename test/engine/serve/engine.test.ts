@@ -133,3 +133,29 @@ describe('serveMetrics', () => {
     expect(m.costPer1MTokens).toBeCloseTo((3.6 / 21600) * 1e6, 9);
   });
 });
+
+describe('ServingEngine.serve (online)', () => {
+  it('serves requests submitted while it runs, streams their tokens, and stops on abort', async () => {
+    const engine = await ServingEngine.create(model, { numSlots: 512 });
+    const ctrl = new AbortController();
+    const loop = engine.serve(ctrl.signal);
+    try {
+      const streamed: number[] = [];
+      const [a, b] = await Promise.all([
+        engine.submit(TRACE[3], (t) => streamed.push(t)),
+        new Promise<RequestRecord>((resolve) => setTimeout(() => resolve(engine.submit(TRACE[4])), 5)),
+      ]);
+      expect(a.output).toEqual(await aloneTokens('r3'));
+      expect(streamed).toEqual(a.output);
+      expect(b.output).toEqual(await aloneTokens('r4'));
+      const late = engine.submit(TRACE[5]);
+      ctrl.abort();
+      await loop;
+      expect(['aborted', 'length']).toContain((await late).finishReason);
+    } finally {
+      ctrl.abort();
+      await loop;
+      engine.dispose();
+    }
+  });
+});
