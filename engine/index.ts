@@ -6,7 +6,7 @@ export { Tensor, type Storage, type Location, type DeviceBuffer } from './tensor
 export { Graph, type Value, type Node } from './graph/graph.ts';
 export { OPS, type OpName, type Attrs } from './graph/ops.ts';
 export { Device, type TensorOptions } from './device/device.ts';
-export { createDevice, getDevice, parseDeviceKind, webgpuUnavailable, type DeviceKind } from './device/select.ts';
+export { createDevice, getDevice, parseDeviceKind, webgpuUnavailable, autoDevice, type DeviceKind } from './device/select.ts';
 export { cpuInfo, derivedPeakGflops, type CpuInfo } from './device/cpu_info.ts';
 export { adapterInfo, type AdapterInfo } from './device/adapter.ts';
 export type { Backend, BackendName } from './backends/backend.ts';

@@ -1,10 +1,15 @@
-/** Device selection: SERVELAB_DEVICE=auto|cpu|webgpu|reference, with auto taking a WebGPU adapter when one works. */
+/**
+ * Device selection: SERVELAB_DEVICE=auto|cpu|webgpu|reference. auto takes a WebGPU adapter when one works and is a
+ * GPU; a software adapter (lavapipe, SwiftShader: the GPU API on the CPU, correct but slower than the cpu backend) only
+ * when asked for by name.
+ */
 import { BACKENDS, type Backend, type BackendName } from '../backends/backend.ts';
 import { OrtBackend } from '../backends/ort.ts';
 import { ReferenceBackend } from '../backends/reference/reference.ts';
 import { Device, type DeviceOptions } from './device.ts';
 import { DeviceError } from '../errors.ts';
 import { probeWebgpu } from './webgpu_probe.ts';
+import { adapterInfo } from './adapter.ts';
 
 export type DeviceKind = BackendName | 'auto';
 const KINDS: readonly DeviceKind[] = ['auto', ...BACKENDS];
@@ -30,15 +35,29 @@ export function webgpuUnavailable(): Promise<string | null> {
   return webgpuProbe;
 }
 
+let autoChoice: Promise<{ kind: 'webgpu' | 'cpu'; why: string | null }> | null = null;
+
+/** What auto picks here, and why not webgpu when it does not: no working adapter, or a software one. */
+export function autoDevice(): Promise<{ kind: 'webgpu' | 'cpu'; why: string | null }> {
+  autoChoice ??= (async () => {
+    const why = await webgpuUnavailable();
+    if (why !== null) return { kind: 'cpu' as const, why };
+    const a = adapterInfo();
+    if (a?.software) return { kind: 'cpu' as const, why: `the WebGPU adapter, ${a.name}, is a software one (the GPU API run on the CPU: slower than the cpu backend); SERVELAB_DEVICE=webgpu uses it anyway` };
+    return { kind: 'webgpu' as const, why: null };
+  })();
+  return autoChoice;
+}
+
 const created: Record<string, number> = {};
 
 /**
- * A new device with its own memory tracker. `auto` picks webgpu when an adapter works, else cpu;
+ * A new device with its own memory tracker. `auto` picks webgpu when a GPU adapter works, else cpu;
  * asking for webgpu where none works is an error that says why.
  */
 export async function createDevice(kind: DeviceKind | string = process.env.SERVELAB_DEVICE ?? 'auto', opts: DeviceOptions & { name?: string } = {}): Promise<Device> {
   let k = parseDeviceKind(kind);
-  if (k === 'auto') k = (await webgpuUnavailable()) === null ? 'webgpu' : 'cpu';
+  if (k === 'auto') k = (await autoDevice()).kind;
   if (k === 'webgpu') {
     const why = await webgpuUnavailable();
     if (why !== null) throw new DeviceError(`webgpu is not available: ${why}`);

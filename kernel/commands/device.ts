@@ -1,13 +1,14 @@
 /** `servelab device`: which device SERVELAB_DEVICE selects, its GPU adapter if any, and the CPU. */
-import { adapterInfo, cpuInfo, getDevice, webgpuUnavailable } from '../../engine/index.ts';
+import { adapterInfo, autoDevice, cpuInfo, getDevice, webgpuUnavailable } from '../../engine/index.ts';
 
 export async function printDevice(opts: { json: boolean }): Promise<void> {
   const dev = await getDevice();
   const cpu = cpuInfo();
   const why = await webgpuUnavailable();
   const adapter = adapterInfo();
+  const auto = await autoDevice();
   const info = {
-    selected: { name: dev.name, backend: dev.kind, requested: process.env.SERVELAB_DEVICE ?? 'auto' },
+    selected: { name: dev.name, backend: dev.kind, requested: process.env.SERVELAB_DEVICE ?? 'auto', ...(auto.why ? { autoPicksCpuBecause: auto.why } : {}) },
     webgpu: why === null ? { available: true, adapter } : { available: false, reason: why, adapter },
     cpu,
     notes: dev.notes(),
@@ -18,6 +19,7 @@ export async function printDevice(opts: { json: boolean }): Promise<void> {
   }
   console.log(`device:  ${dev.name} (backend ${dev.kind}; SERVELAB_DEVICE=${info.selected.requested})`);
   console.log(`webgpu:  ${why === null ? 'available' : `not available: ${why}`}`);
+  if (info.selected.requested === 'auto' && why === null && auto.why) console.log(`auto:    cpu, because ${auto.why}`);
   if (adapter) {
     console.log(`adapter: ${adapter.name} (vendor ${adapter.vendor}, ${adapter.backend}, driver ${adapter.driver})`);
     console.log(`         ${adapter.software ? 'software fallback: a CPU implementation of the GPU API, for correctness, not speed' : 'hardware GPU'}`);

@@ -9,7 +9,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import ts from 'typescript';
-import { adapterInfo, cpuInfo, webgpuUnavailable } from '../../engine/index.ts';
+import { adapterInfo, autoDevice, cpuInfo, webgpuUnavailable } from '../../engine/index.ts';
 import { executeNotebook, type Notebook } from '../report/execute.ts';
 import { renderIndex, renderReport } from '../report/html.ts';
 import { DirectRunner, ServerRunner, type CellRunner } from '../report/runners.ts';
@@ -89,6 +89,7 @@ export async function environment(): Promise<Record<string, unknown> & { backend
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   const ort = (await import('onnxruntime-node')).env.versions;
   const why = await webgpuUnavailable();
+  const auto = await autoDevice();
   const requested = process.env.SERVELAB_DEVICE ?? 'auto';
   return {
     date: new Date().toISOString(),
@@ -96,7 +97,7 @@ export async function environment(): Promise<Record<string, unknown> & { backend
     versions: { node: process.versions.node, typescript: ts.version, onnxruntime: ort.node ?? ort.common },
     cpu: cpuInfo(),
     gpu: adapterInfo(),
-    backend: { requested, resolved: requested === 'auto' ? (why === null ? 'webgpu' : 'cpu') : requested, webgpu: why === null ? 'available' : why },
+    backend: { requested, resolved: requested === 'auto' ? auto.kind : requested, webgpu: why === null ? 'available' : why, ...(requested === 'auto' && auto.why ? { why: auto.why } : {}) },
   };
 }
 
@@ -115,7 +116,9 @@ export async function reportCommand(args: string[]): Promise<number> {
   const out = resolve(values.out!);
   mkdirSync(out, { recursive: true });
   const env = await environment();
-  if (env.backend.requested === 'auto' && env.backend.resolved === 'cpu') process.stderr.write('no GPU adapter: using the cpu backend (`servelab device` says why)\n');
+  if (env.backend.requested === 'auto' && env.backend.resolved === 'cpu') {
+    process.stderr.write(env.backend.webgpu === 'available' ? 'a software GPU adapter only: using the cpu backend (`servelab device` says why)\n' : 'no GPU adapter: using the cpu backend (`servelab device` says why)\n');
+  }
   const entries: Parameters<typeof renderIndex>[0] = [];
   let failures = 0;
   for (const input of inputs) {
