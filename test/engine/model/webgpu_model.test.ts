@@ -5,7 +5,7 @@
  * moves only its token, position and length in and its logits out, never the cache.
  */
 import { describe, expect, it } from 'vitest';
-import { BUILTIN_DIR, createDevice, generate, loadModel, webgpuUnavailable } from '../../../engine/index.ts';
+import { BUILTIN_DIR, createDevice, generate, loadModel, ServingEngine, webgpuUnavailable } from '../../../engine/index.ts';
 
 const why = await webgpuUnavailable();
 
@@ -84,6 +84,24 @@ if (why !== null && process.env.CI === 'true') {
       expect(gpu.stats().hostToDeviceBytes - before.hostToDeviceBytes).toBeLessThan(4096);
       expect(cb.pool.bytes).toBe(256 * 2 * 4 * 2 * 64 * 4);
       for (const x of [a, b, ca, cb]) x.dispose();
+      await gpu.dispose();
+      await cpu.dispose();
+    }, 120_000);
+
+    it('serves a trace on the GPU with preemption by swapping: the tokens of the cpu, the pool read back to the host and written again', async () => {
+      const cpu = await createDevice('cpu');
+      const gpu = await createDevice('webgpu');
+      const a = await loadModel(BUILTIN_DIR, { device: cpu });
+      const b = await loadModel(BUILTIN_DIR, { device: gpu });
+      const text = Array.from('Call me Ishmael. Some years ago, never mind how long', (c) => c.charCodeAt(0));
+      const trace = [0, 1, 2].map((i) => ({ id: `r${i}`, arrivalMs: 0, prompt: text.slice(i, 14 + i), maxTokens: 12 }));
+      const opts = { numSlots: 48, blockSize: 8, preemption: 'swap' as const };
+      const [ea, eb] = [await ServingEngine.create(a, opts), await ServingEngine.create(b, opts)];
+      const [ra, rb] = [await ea.replay(trace), await eb.replay(trace)];
+      expect(rb.records.map((r) => r.output)).toEqual(ra.records.map((r) => r.output));
+      expect(rb.metrics.swap.outBytes).toBeGreaterThan(0);
+      expect(rb.metrics.swap.inBytes).toBe(rb.metrics.swap.outBytes);
+      for (const x of [ea, eb, a, b]) x.dispose();
       await gpu.dispose();
       await cpu.dispose();
     }, 120_000);
