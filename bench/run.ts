@@ -15,6 +15,7 @@ import { benchEngine, printEngine, type EngineBench } from './engine.ts';
 import { benchThreads, printThreads, type ThreadsBench } from './threads.ts';
 import { benchModel, printModel, type ModelBench } from './model.ts';
 import { benchKv, kvTargets, printKv, type KvBench } from './kv.ts';
+import { benchServe, printServe, serveTargets, type ServeBench } from './serve.ts';
 
 const NO_VNNI = 'this CPU has no VNNI (avx512_vnni or avx_vnni)';
 
@@ -42,6 +43,8 @@ export interface BenchReport {
   model: ModelBench;
   /** KV cache: decode with and without it, paged against contiguous attention, memory held per layout. */
   kv: KvBench;
+  /** Serving: continuous against static batching, paged against contiguous memory, prefix caching, preemption, load. */
+  serve: ServeBench;
   targets: Target[];
   date: string;
   versions: Record<string, string>;
@@ -77,6 +80,8 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   const model = await benchModel(kind, { quick: opts.quick });
   log('  kv: the KV cache ...');
   const kv = await benchKv(kind, { quick: opts.quick });
+  log('  serve: the serving engine ...');
+  const serve = await benchServe(kind, { quick: opts.quick });
   const report: BenchReport = {
     machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
     device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },
@@ -87,6 +92,7 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
     threads,
     model,
     kv,
+    serve,
     targets: [],
     date: new Date().toISOString(),
     versions: { node: process.versions.node, onnxruntime: (await import('onnxruntime-node')).env.versions.node ?? '' },
@@ -145,6 +151,7 @@ export function checkTargets(rep: BenchReport): Target[] {
   if (rep.engine) t.push(...engineTargets(rep.engine));
   if (rep.model) t.push(...modelTargets(rep.model));
   if (rep.kv) t.push(...kvTargets(rep.kv));
+  if (rep.serve) t.push(...serveTargets(rep.serve));
   return t;
 }
 
@@ -233,6 +240,7 @@ export function printReport(rep: BenchReport): void {
   if (rep.threads) out.push(...printThreads(rep.threads));
   if (rep.model) out.push(...printModel(rep.model));
   if (rep.kv) out.push(...printKv(rep.kv));
+  if (rep.serve) out.push(...printServe(rep.serve));
   out.push('\ntargets:');
   for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);
   console.log(out.join('\n'));

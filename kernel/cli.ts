@@ -1,4 +1,4 @@
-/** The `servelab` command: kernel, build, report, train, generate, eval, device, bench and gpu-check, each with its own `--help`. */
+/** The `servelab` command: kernel, build, report, train, generate, eval, serve, device, bench and gpu-check, each with its own `--help`. */
 import { parseArgs } from 'node:util';
 import { ServelabError } from '../engine/index.ts';
 import { COMMANDS, commandUsage, usage, wantsHelp } from './commands/usage.ts';
@@ -61,6 +61,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'eval': {
         const { evalCommand } = await import('./commands/eval.ts');
         return await evalCommand(rest);
+      }
+      case 'serve': {
+        const { serveCommand } = await import('./commands/serve.ts');
+        return await serveCommand(rest);
       }
       case 'build': {
         const { values } = parseArgs({ args: rest, options: { check: { type: 'boolean' }, root: { type: 'string' } } });

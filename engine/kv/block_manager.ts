@@ -96,17 +96,22 @@ export class BlockManager {
     return grow + (n > 0 && len % this.blockSize !== 0 && this.needsBlock(s) === 1 ? 1 : 0);
   }
 
-  /** Builds the prompt's block table: leading full blocks already cached are shared, the rest allocated and hashed. */
-  allocate(seq: SeqId, tokens: readonly number[]): readonly number[] {
+  /**
+   * Builds the prompt's block table: leading full blocks already cached are shared, the rest allocated and hashed.
+   * Blocks in `unwritten` (filled by the same step, not yet holding their keys) are not hit.
+   */
+  allocate(seq: SeqId, tokens: readonly number[], opts: { unwritten?: ReadonlySet<number> } = {}): readonly number[] {
     const op = 'BlockManager.allocate';
     this.checkNew(op, seq);
-    const p = this.plan(op, tokens);
+    const p = this.plan(op, tokens, opts.unwritten);
     if (p.needed > this.pool.numFree) {
       throw new KvCacheError(op, 'exhausted', `sequence ${seq} needs ${p.needed} free blocks (${p.hits.length} cached) with ${this.pool.numFree} free`);
     }
     this.pool.touch(p.hits);
     const blockTable = [...p.hits, ...this.pool.allocate(p.numBlocks - p.hits.length)];
     // Registered now, as nano-vllm does: the prefill that fills these blocks runs before any later step reads them.
+    // A caller whose step writes the keys after attention reads them passes the blocks its step fills (unwritten),
+    // so that a prompt of the same step does not hit them.
     for (let i = p.hits.length; i < p.hashes.length; i++) this.pool.cacheBlock(blockTable[i], p.hashes[i]);
     this.seqs.set(seq, { tokens: [...tokens], blockTable, blockHashes: p.hashes, numCachedTokens: p.hits.length * this.blockSize });
     return blockTable;
@@ -244,7 +249,7 @@ export class BlockManager {
    * Hashes the prompt's full blocks and looks up its longest cached prefix. At most floor((n - 1) / B) blocks may hit,
    * as vLLM v1 caps the hit at n - 1 tokens: the last prompt token is always computed, for the logits it yields.
    */
-  private plan(op: string, tokens: readonly number[]) {
+  private plan(op: string, tokens: readonly number[], unwritten?: ReadonlySet<number>) {
     const n = tokens.length;
     checkCount(op, 'prompt length', n, 1);
     this.checkLength(op, n);
@@ -257,7 +262,7 @@ export class BlockManager {
       for (let i = 0; i < Math.floor(n / B); i++) hashes.push(hashBlock(hashes.at(-1) ?? null, tokens.slice(i * B, (i + 1) * B)));
       for (let i = 0; i < Math.floor((n - 1) / B); i++) {
         const b = this.pool.cachedBlock(hashes[i]);
-        if (b === undefined) break;
+        if (b === undefined || unwritten?.has(b)) break;
         hits.push(b);
       }
     }

@@ -155,8 +155,11 @@ export class PoolKvCache implements KvCache {
     const undo: Undo[] = [];
     const copies: [number, number][] = [];
     const cached: number[] = [];
+    // Keys and values are written after the step's attention has read the cache: a prompt must not hit a block that
+    // this same step fills.
+    const unwritten = new Set<number>();
     try {
-      for (const s of batch) cached.push(this.admit(s, undo, copies));
+      for (const s of batch) cached.push(this.admit(s, undo, copies, unwritten));
       if (copies.length > 0) await this.pool.copy(copies.map((c) => c[0]), copies.map((c) => c[1]));
     } catch (e) {
       this.rollback(undo);
@@ -253,6 +256,7 @@ export class PoolKvCache implements KvCache {
   fits(batch: readonly StepSeq[]): boolean {
     this.assertLive();
     let need = 0;
+    let earlier = false;
     const regions: number[] = [];
     for (const s of batch) {
       const len = this.lens.get(s.seq);
@@ -260,9 +264,10 @@ export class PoolKvCache implements KvCache {
       if ((len ?? 0) + n > this.maxSeqLen) return false;
       if (this.blocks) {
         if (len === undefined) {
-          if (!this.blocks.canAllocate(s.seq, s.tokens)) return false;
-          need += this.blocks.blocksNeeded(s.seq, s.tokens);
+          // A prompt after another in the same step may not hit what that one fills: counted without hits.
+          need += earlier ? Math.ceil(n / this.blockSize) : this.blocks.blocksNeeded(s.seq, s.tokens);
         } else need += this.blocks.appendBlocks(s.seq, n);
+        earlier = true;
       } else if (this.radix) {
         need += len === undefined ? n - this.radix.tree.matchPrefix(s.tokens.slice(0, -1)).length : n;
       } else if (this.tokens) need += n;
@@ -470,7 +475,7 @@ export class PoolKvCache implements KvCache {
   }
 
   /** Allocates one sequence's slots for this step; returns the prompt tokens found in the prefix cache. */
-  private admit(s: StepSeq, undo: Undo[], copies: [number, number][]): number {
+  private admit(s: StepSeq, undo: Undo[], copies: [number, number][], unwritten = new Set<number>()): number {
     const fresh = !this.lens.has(s.seq);
     const prevLen = this.lens.get(s.seq) ?? 0;
     const n = s.tokens.length;
@@ -481,13 +486,15 @@ export class PoolKvCache implements KvCache {
     if (this.blocks) {
       const B = this.blockSize;
       if (fresh) {
-        const table = this.blocks.allocate(s.seq, s.tokens);
+        const table = this.blocks.allocate(s.seq, s.tokens, { unwritten });
         hit = this.blocks.numCachedTokens(s.seq);
         u.hashed = Array.from({ length: table.length }, (_, i) => i).filter((i) => i >= hit / B);
+        for (const i of u.hashed) unwritten.add(table[i]);
       } else {
         for (const t of s.tokens) {
           const r = this.blocks.append(s.seq, t);
           if (r.copy) for (let i = 0; i < B; i++) copies.push([r.copy.src * B + i, r.copy.dst * B + i]);
+          unwritten.add(Math.floor(r.slot / B));
         }
       }
     } else if (this.radix) {

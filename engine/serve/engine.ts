@@ -54,7 +54,9 @@ export interface ServeResult {
 }
 
 export class ServingEngine {
+  /** Iterations' logs: all of a replay; the latest ONLINE_STEPS to 2 x ONLINE_STEPS of the online loop. */
   readonly steps: StepLog[] = [];
+  static readonly ONLINE_STEPS = 1024;
   private readonly pending = new Map<Sequence, Pending>();
   private t0 = performance.now();
   private readonly rng: Rng;
@@ -211,6 +213,8 @@ export class ServingEngine {
       }
       const log = await this.step();
       if (log) onStep?.(log);
+      // A server runs for days: only the latest iterations' logs are kept.
+      if (this.steps.length > 2 * ServingEngine.ONLINE_STEPS) this.steps.splice(0, this.steps.length - ServingEngine.ONLINE_STEPS);
       // Lets the event loop deliver new requests and streamed tokens between iterations.
       await new Promise((r) => setImmediate(r));
     }

@@ -8,9 +8,10 @@
  * waiting request is admitted when the cache can hold its prompt; when a decode step cannot get memory, the most
  * recently admitted sequence is preempted, by recomputation (its memory freed, its prompt and output so far prefilled
  * again later) or by swapping (its keys and values copied to host memory, and back when memory frees up: the lecture's
- * CPU offloading). Static batching (before Orca): a batch is admitted when the last one has ended, with memory for
- * every member's whole sequence, and runs until its longest member ends; members that finish early leave the
- * computation but their places stay empty.
+ * CPU offloading). Static batching (before Orca, as FasterTransformer runs a batch): a batch is admitted when the last
+ * one has ended, with memory for every member's whole sequence, and every member is computed at every step until the
+ * longest ends; a member that has finished is still computed (its token thrown away, its cache cut back), as a
+ * fixed-shape batch is.
  */
 import type { SeqId } from '../kv/block_manager.ts';
 import type { StepSeq } from '../kv/kv_cache.ts';
@@ -41,7 +42,7 @@ export class Sequence {
   computed = 0;
   preemptions = 0;
   swapped: SwappedKv | null = null;
-  /** Static batching: done, its place in the batch kept until the batch ends. */
+  /** Static batching: done, still computed with its batch (padding) until the batch ends. */
   idle = false;
   /** Ended before maxTokens (its end-of-sequence token). */
   stopped = false;
@@ -202,8 +203,12 @@ export class Scheduler {
   /** Takes an iteration's results: the token each finished prefill and each decode produced. Returns those done. */
   commit(step: ScheduledStep, next: ReadonlyMap<Sequence, number>): Sequence[] {
     for (const p of step.prefill) p.seq.computed += p.tokens.length;
-    for (const s of step.decode) s.computed++;
-    for (const [s, t] of next) s.output.push(t);
+    for (const s of step.decode) {
+      // A finished member of a static batch was computed as padding: its token is dropped and its cache cut back.
+      if (s.idle) this.cache.truncate(s.id, s.computed);
+      else s.computed++;
+    }
+    for (const [s, t] of next) if (!s.idle) s.output.push(t);
     const done = this.running.filter((s) => s.done && !s.idle);
     if (this.batching === 'static') {
       for (const s of done) s.idle = true;
@@ -241,14 +246,15 @@ export class Scheduler {
   /** Static batching: a new batch only when the last has ended, with memory for each member's whole sequence. */
   private scheduleStatic(step: ScheduledStep): ScheduledStep {
     if (this.running.length > 0) {
-      step.decode = this.running.filter((s) => !s.idle);
+      step.decode = [...this.running];
       return step;
     }
     let budget = this.maxBatchedTokens;
     const batch: Sequence[] = [];
     while (this.waiting.length > 0 && batch.length < this.maxNumSeqs && this.waiting[0].prompt.length <= budget) {
       const s = this.waiting[0];
-      if (!this.cache.canReserve([...batch, s].map((x) => x.prompt.length + x.maxTokens))) break;
+      // Each member's whole sequence, and a slot more: a finished member is still computed, one token at a time.
+      if (!this.cache.canReserve([...batch, s].map((x) => x.prompt.length + x.maxTokens + 1))) break;
       batch.push(this.waiting.shift()!);
       budget -= s.prompt.length;
     }

@@ -32,7 +32,7 @@ describe('servelab CLI', () => {
   });
 
   it('every command answers --help and -h with its own usage and options, and does nothing else', () => {
-    expect(Object.keys(COMMANDS).sort()).toEqual(['bench', 'build', 'device', 'eval', 'generate', 'gpu-check', 'kernel', 'report', 'train']);
+    expect(Object.keys(COMMANDS).sort()).toEqual(['bench', 'build', 'device', 'eval', 'generate', 'gpu-check', 'kernel', 'report', 'serve', 'train']);
     // Options each command's parser accepts: the usage must name every one of them.
     const flags: Record<string, string[]> = {
       kernel: ['--user', '--prefix', '--connection-file'],
@@ -44,6 +44,7 @@ describe('servelab CLI', () => {
       train: ['--preset', '--out', '--resume', '--stop-after', '--checkpoint-dir'],
       generate: ['--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed', '--stop', '--format', '--model', '--json'],
       eval: ['--format', '--model', '--context', '--bytes', '--json'],
+      serve: ['--rate', '--duration', '--dataset', '--trace', '--http', '--layout', '--batching', '--budget', '--block-size', '--max-seqs', '--preemption', '--chunked-prefill', '--seed', '--temperature', '--price-per-hour', '--format', '--model', '--json'],
     };
     for (const cmd of Object.keys(COMMANDS)) {
       const r = servelab(cmd, '--help');

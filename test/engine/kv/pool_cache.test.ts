@@ -184,6 +184,24 @@ describe('paged layout', () => {
     }
   });
 
+  it('a prompt does not hit a block that another prompt of the same step fills (its keys are written after the step)', async () => {
+    const cache = await model.createCache({ layout: 'paged', numSlots: 128, blockSize: 4 });
+    try {
+      const shared = PROMPTS[0].slice(0, 8);
+      const r = await model.forward(cache, [{ seq: 'a', tokens: [...shared, 1] }, { seq: 'b', tokens: [...shared, 2] }]);
+      expect(r.cached).toEqual([0, 0]);
+      const l = r.logits.toFloat32();
+      r.logits.dispose();
+      const [wb] = await staticLogits([...shared, 2], [9]);
+      expect(relError(row(l, 2, 1, 1), wb)).toBeLessThan(1e-5);
+      const c = await model.forward(cache, [{ seq: 'c', tokens: [...shared, 3] }]);
+      expect(c.cached).toEqual([8]);
+      c.logits.dispose();
+    } finally {
+      cache.dispose();
+    }
+  });
+
   it('fork shares the blocks; the first write into the shared partial block copies it (copy-on-write) and each branch decodes as if alone', async () => {
     const cache = await model.createCache({ layout: 'paged', numSlots: 64, blockSize: 4, prefixCaching: false });
     try {

@@ -134,6 +134,23 @@ describe('serveMetrics', () => {
   });
 });
 
+describe('ServingEngine and prefix caching', () => {
+  it('two prompts with the same 16-token prefix admitted in one step do not share it before it is written: each gets the tokens of decoding it alone', async () => {
+    const engine = await ServingEngine.create(model, { numSlots: 256 });
+    try {
+      const prefix = Array.from({ length: 16 }, (_, i) => (i * 5 + 3) % 64);
+      const trace = [0, 1, 2].map((i) => ({ id: `p${i}`, arrivalMs: i === 2 ? 50 : 0, prompt: [...prefix, 10 + i, 20 + i], maxTokens: 4 }));
+      const { records } = await engine.replay(trace);
+      for (const r of records) {
+        const t = trace.find((x) => x.id === r.id)!;
+        expect(r.output, r.id).toEqual((await generate(model, t.prompt, { maxTokens: 4, temperature: 0 })).tokens);
+      }
+    } finally {
+      engine.dispose();
+    }
+  });
+});
+
 describe('ServingEngine.serve (online)', () => {
   it('serves requests submitted while it runs, streams their tokens, and stops on abort', async () => {
     const engine = await ServingEngine.create(model, { numSlots: 512 });
