@@ -118,7 +118,7 @@ export class Scheduler {
     if (!Number.isInteger(maxTokens) || maxTokens < 1) return `max_tokens must be a positive integer, got ${maxTokens}`;
     const n = prompt.length + maxTokens;
     if (n > this.cache.maxSeqLen) return `${prompt.length} prompt tokens + ${maxTokens} to generate exceed the longest sequence the cache takes (${this.cache.maxSeqLen})`;
-    if (!this.cache.canReserve([n], true)) return `${n} tokens do not fit the whole KV pool`;
+    if (!this.cache.canReserve([this.reserveFor(n)], true)) return `${n} tokens do not fit the whole KV pool`;
     if (this.chunk === 0 && n > this.maxBatchedTokens) return `${n} tokens (a prompt, with what it may have to recompute) exceed maxBatchedTokens ${this.maxBatchedTokens}; use chunked prefill`;
     return null;
   }
@@ -246,15 +246,15 @@ export class Scheduler {
   /** Static batching: a new batch only when the last has ended, with memory for each member's whole sequence. */
   private scheduleStatic(step: ScheduledStep): ScheduledStep {
     if (this.running.length > 0) {
-      step.decode = [...this.running];
+      // A finished member is computed as padding while it has room for the one token it adds and drops.
+      step.decode = this.running.filter((s) => !s.idle || s.length < this.cache.maxSeqLen);
       return step;
     }
     let budget = this.maxBatchedTokens;
     const batch: Sequence[] = [];
     while (this.waiting.length > 0 && batch.length < this.maxNumSeqs && this.waiting[0].prompt.length <= budget) {
       const s = this.waiting[0];
-      // Each member's whole sequence, and a slot more: a finished member is still computed, one token at a time.
-      if (!this.cache.canReserve([...batch, s].map((x) => x.prompt.length + x.maxTokens + 1))) break;
+      if (!this.cache.canReserve([...batch, s].map((x) => this.reserveFor(x.prompt.length + x.maxTokens)))) break;
       batch.push(this.waiting.shift()!);
       budget -= s.prompt.length;
     }
@@ -264,6 +264,14 @@ export class Scheduler {
       step.prefill.push({ seq: s, tokens: [...s.prompt], last: true });
     }
     return step;
+  }
+
+  /**
+   * Memory a request of n tokens is given: its tokens (continuous: on demand, so only this for the pool's size); in a
+   * static batch a slot more, for the padding token a finished member is computed with.
+   */
+  private reserveFor(n: number): number {
+    return this.batching === 'static' ? Math.min(n + 1, this.cache.maxSeqLen) : n;
   }
 
   private async preempt(s: Sequence, step: ScheduledStep): Promise<void> {
