@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ServelabError } from '../../engine/index.ts';
 import type { PoolLayout } from '../../engine/kv/pool_cache.ts';
-import { DATASETS, loadTrace, poissonTrace, ServingEngine, type Batching, type Dataset, type EngineOptions, type Preemption, type ServeMetrics, type StepLog, type TraceRequest } from '../../engine/serve/index.ts';
+import { DATASETS, loadTrace, poissonTrace, ServingEngine, type Batching, type Dataset, type EngineOptions, type Preemption, type ServeMetrics, type ServeStepLog as StepLog, type TraceRequest } from '../../engine/serve/index.ts';
 import { formatBytes } from '../display/format.ts';
 import { startCompletionServer } from '../serve/http.ts';
 import { numberOption, openModel, parseFormat } from './generate.ts';
