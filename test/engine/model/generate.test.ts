@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TINY_LLAMA } from './tiny_config.ts';
+import { randomWeights, TINY_LLAMA } from './tiny_config.ts';
 import { createDevice, ServelabError, type Device } from '../../../engine/index.ts';
 import { HF_NAMES, hfShapes, type LlamaConfig } from '../../../engine/model/config.ts';
 import { LlamaModel } from '../../../engine/model/llama.ts';
@@ -24,18 +24,6 @@ import { BYTE_EOS_ID, BYTE_VOCAB_SIZE, byteTokenizerJson } from '../../../engine
 import { Rng } from '../../../engine/train/rng.ts';
 
 const CFG: LlamaConfig = TINY_LLAMA;
-
-/** Linears N(0, 1/in), norms N(1, 0.1). */
-function randomWeights(cfg: LlamaConfig, seed: number): Map<string, Float32Array> {
-  const r = new Rng(seed);
-  const m = new Map<string, Float32Array>();
-  for (const [name, shape] of hfShapes(cfg)) {
-    const norm = shape.length === 1;
-    const std = norm ? 0.1 : 1 / Math.sqrt(shape[1]);
-    m.set(name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r.normal(norm ? 1 : 0, std)));
-  }
-  return m;
-}
 
 /** Seed whose reference greedy run from PROMPT has no near-tie in 20 steps (found once by trying seeds 1..9). */
 const SEED = 2;
