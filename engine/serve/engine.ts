@@ -113,8 +113,35 @@ export class ServingEngine {
     return this.scheduler.hasWork();
   }
 
+  /**
+   * Stops a request (its client went away): at the start of the next iteration it leaves the batch, its memory is
+   * freed, and its promise resolves 'aborted' with the tokens it had. Unknown or finished ids are ignored.
+   */
+  cancel(id: string): void {
+    this.cancelled.add(id);
+    this.wake?.();
+  }
+
+  private readonly cancelled = new Set<string>();
+
+  /** Applies cancel() between iterations, where the scheduler's state is whole. */
+  private dropCancelled(): void {
+    if (this.cancelled.size === 0) return;
+    const t = this.now();
+    for (const p of [...this.pending.values()]) {
+      if (!this.cancelled.has(p.record.id)) continue;
+      this.scheduler.cancel(p.seq);
+      p.record.finishMs = t;
+      p.record.finishReason = 'aborted';
+      this.pending.delete(p.seq);
+      p.resolve(p.record);
+    }
+    this.cancelled.clear();
+  }
+
   /** Runs one iteration: schedule, the model's forward passes, tokens out. Null when there is nothing to do. */
   async step(): Promise<StepLog | null> {
+    this.dropCancelled();
     if (!this.scheduler.hasWork()) return null;
     const tStart = this.now();
     const plan = await this.scheduler.schedule();
@@ -199,6 +226,7 @@ export class ServingEngine {
    */
   async serve(signal: AbortSignal, onStep?: (log: StepLog) => void): Promise<void> {
     while (!signal.aborted) {
+      this.dropCancelled();
       if (!this.hasWork()) {
         await new Promise<void>((resolve) => {
           const wake = () => {

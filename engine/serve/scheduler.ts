@@ -223,6 +223,20 @@ export class Scheduler {
     return done;
   }
 
+  /** Drops one sequence wherever it is (its client went away), freeing its memory. Between iterations only. */
+  cancel(s: Sequence): void {
+    const before = this.running.length + this.waiting.length + this.swappedQ.length;
+    this.running = this.running.filter((x) => x !== s);
+    for (const q of [this.waiting, this.swappedQ]) {
+      const i = q.indexOf(s);
+      if (i >= 0) q.splice(i, 1);
+    }
+    if (before === this.running.length + this.waiting.length + this.swappedQ.length) return;
+    if (this.cache.has(s.id)) this.cache.free(s.id);
+    s.swapped = null;
+    s.status = 'finished';
+  }
+
   /** Drops every sequence (an interrupted run), freeing their memory; returns them. */
   abort(): Sequence[] {
     const all = [...this.running, ...this.waiting, ...this.swappedQ];

@@ -229,7 +229,15 @@ export async function startCompletionServer(engine: ServingEngine, opts: Complet
       startStream(res);
       if (piece) sendEvent(res, chunk(piece, null));
     };
+    // A client that goes away stops costing the device: its request leaves the batch at the next iteration.
+    let finished = false;
+    res.on('close', () => finished || engine.cancel(id));
     const record: RequestRecord = await engine.submit({ id, prompt: c.prompt, maxTokens: c.maxTokens }, onToken);
+    finished = true;
+    if (res.destroyed) {
+      opts.onRequest?.(`${id} cancelled: the client went away after ${record.output.length} of ${c.maxTokens} tokens`);
+      return;
+    }
     const usage = { prompt_tokens: record.promptTokens, completion_tokens: record.output.length, total_tokens: record.promptTokens + record.output.length };
     opts.onRequest?.(`${id} ${record.finishReason}${record.error ? ` (${record.error})` : ''}: ${usage.prompt_tokens} prompt + ${usage.completion_tokens} new tokens${Number.isFinite(record.firstTokenMs) ? `, first token ${(record.firstTokenMs - record.arrivalMs).toFixed(0)} ms, total ${(record.finishMs - record.arrivalMs).toFixed(0)} ms` : ''}`);
     if (record.finishReason === 'rejected') throw new HttpError(400, 'context_length_exceeded', `the request can never run here: ${record.error}`, 'prompt');

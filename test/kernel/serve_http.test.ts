@@ -157,6 +157,24 @@ describe('servelab serve --http', () => {
     expect(ok.json.choices[0].text).toBe((await greedy('Call me', 8)).text);
   });
 
+  it('a client that disconnects mid-stream stops costing the engine: its request leaves the batch, and the server serves on', async () => {
+    const ctrl = new AbortController();
+    const res = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'It was the best', max_tokens: 240, stream: true }), signal: ctrl.signal });
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toMatch(/^data: \{/);
+    ctrl.abort();
+    const health = async () => (await (await fetch(`${url}/health`)).json()) as { running: number; waiting: number };
+    let h = await health();
+    for (let i = 0; i < 200 && h.running + h.waiting > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      h = await health();
+    }
+    expect(h).toMatchObject({ running: 0, waiting: 0 });
+    expect(stderr).toMatch(/cancelled: the client went away after \d+ of 240 tokens/);
+    const ok = await post({ prompt: 'Call me', max_tokens: 8 });
+    expect(ok.json.choices[0].text).toBe((await greedy('Call me', 8)).text);
+  });
+
   it('SIGINT ends the requests in flight (a 503, an error event closing the stream) and the server', async () => {
     const waiting = post({ prompt: 'Call me', max_tokens: 240 });
     const res = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'It was', max_tokens: 240, stream: true }) });

@@ -176,3 +176,29 @@ describe('ServingEngine.serve (online)', () => {
     }
   });
 });
+
+describe('ServingEngine.cancel', () => {
+  it('drops a running request at the next iteration with the tokens it had; its memory is freed and the others are unaffected', async () => {
+    const engine = await ServingEngine.create(model, { numSlots: 512 });
+    const ctrl = new AbortController();
+    const loop = engine.serve(ctrl.signal);
+    try {
+      const long = { id: 'long', prompt: TRACE[6].prompt, maxTokens: 40 };
+      let seen = 0;
+      const cancelled = engine.submit(long, () => ++seen === 3 && engine.cancel('long'));
+      const other = engine.submit(TRACE[7]);
+      const r = await cancelled;
+      expect(r.finishReason).toBe('aborted');
+      expect(r.output.length).toBeGreaterThanOrEqual(3);
+      expect(r.output.length).toBeLessThan(40);
+      expect((await other).output).toEqual(await aloneTokens('r7'));
+      expect(engine.cache.has('long')).toBe(false);
+      engine.cancel('nobody');
+      expect((await engine.submit(TRACE[8])).output).toEqual(await aloneTokens('r8'));
+    } finally {
+      ctrl.abort();
+      await loop;
+      engine.dispose();
+    }
+  });
+});
