@@ -15,6 +15,28 @@ import type { Tensor } from '../tensor/tensor.ts';
 import { checkCount, KvCacheError } from './errors.ts';
 import type { KvShape } from './kv_cache.ts';
 
+/**
+ * Zeroed key and value tensors of `dims` for each of `numLayers` layers, tagged 'kv' (labels kv.<layer>.k / .v), in
+ * device memory on webgpu; OutOfMemoryError with nothing kept if they do not all fit.
+ */
+export async function allocateKv(dev: Device, numLayers: number, dims: readonly number[]): Promise<{ keys: Tensor[]; vals: Tensor[] }> {
+  const made: Tensor[] = [];
+  try {
+    for (let i = 0; i < 2 * numLayers; i++) {
+      const host = dev.empty(dims, 'fp32', { tag: 'kv', label: `kv.${i >> 1}.${i & 1 ? 'v' : 'k'}` });
+      made.push(host);
+      if (dev.kind === 'webgpu') {
+        made[made.length - 1] = await dev.toDevice(host);
+        host.dispose();
+      }
+    }
+  } catch (e) {
+    for (const t of made) t.dispose();
+    throw e;
+  }
+  return { keys: made.filter((_, i) => i % 2 === 0), vals: made.filter((_, i) => i % 2 === 1) };
+}
+
 export class KvPool {
   private keys: Tensor[];
   private vals: Tensor[];
@@ -34,22 +56,8 @@ export class KvPool {
   /** Reserves `numSlots` token slots (zeros) on `dev`; OutOfMemoryError, with nothing kept, if they do not fit. */
   static async create(dev: Device, shape: KvShape, numSlots: number): Promise<KvPool> {
     checkCount('KvPool', 'numSlots', numSlots, 1);
-    const dims = [shape.numKvHeads, numSlots, shape.headDim];
-    const made: Tensor[] = [];
-    try {
-      for (let i = 0; i < 2 * shape.numLayers; i++) {
-        const host = dev.empty(dims, 'fp32', { tag: 'kv', label: `kv.${i >> 1}.${i & 1 ? 'v' : 'k'}` });
-        made.push(host);
-        if (dev.kind === 'webgpu') {
-          made[made.length - 1] = await dev.toDevice(host);
-          host.dispose();
-        }
-      }
-    } catch (e) {
-      for (const t of made) t.dispose();
-      throw e;
-    }
-    return new KvPool(dev, shape, numSlots, made.filter((_, i) => i % 2 === 0), made.filter((_, i) => i % 2 === 1));
+    const { keys, vals } = await allocateKv(dev, shape.numLayers, [shape.numKvHeads, numSlots, shape.headDim]);
+    return new KvPool(dev, shape, numSlots, keys, vals);
   }
 
   /** 2 x layers x kvHeads x headDim x 4 bytes per slot. */

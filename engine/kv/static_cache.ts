@@ -11,6 +11,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 import { ServelabError } from '../errors.ts';
 import { KvCacheError } from './errors.ts';
 import type { SeqId } from './block_manager.ts';
+import { allocateKv } from './kv_pool.ts';
 import type { KvCache, KvGraph, KvMemory, KvPlan, KvShape, StepSeq } from './kv_cache.ts';
 
 export class StaticKvCache implements KvCache {
@@ -40,22 +41,8 @@ export class StaticKvCache implements KvCache {
   static async create(dev: Device, shape: KvShape, batch: number, maxSeq: number): Promise<StaticKvCache> {
     if (!Number.isInteger(batch) || batch < 1) throw new ServelabError(`StaticKvCache: batch must be a positive integer, got ${batch}`);
     if (!Number.isInteger(maxSeq) || maxSeq < 1) throw new ServelabError(`StaticKvCache: maxSeq must be a positive integer, got ${maxSeq}`);
-    const dims = [batch, shape.numKvHeads, maxSeq, shape.headDim];
-    const made: Tensor[] = [];
-    try {
-      for (let i = 0; i < 2 * shape.numLayers; i++) {
-        const host = dev.empty(dims, 'fp32', { tag: 'kv', label: `kv.${i >> 1}.${i & 1 ? 'v' : 'k'}` });
-        made.push(host);
-        if (dev.kind === 'webgpu') {
-          made[made.length - 1] = await dev.toDevice(host);
-          host.dispose();
-        }
-      }
-    } catch (e) {
-      for (const t of made) t.dispose();
-      throw e;
-    }
-    return new StaticKvCache(dev, shape, batch, maxSeq, made.filter((_, i) => i % 2 === 0), made.filter((_, i) => i % 2 === 1));
+    const { keys, vals } = await allocateKv(dev, shape.numLayers, [batch, shape.numKvHeads, maxSeq, shape.headDim]);
+    return new StaticKvCache(dev, shape, batch, maxSeq, keys, vals);
   }
 
   /** Bytes reserved: 2 x layers x batch x kvHeads x maxSeq x headDim x 4. */

@@ -8,6 +8,7 @@ import { createDevice, KvCacheError, type Device } from '../../../engine/index.t
 import { LlamaModel } from '../../../engine/model/llama.ts';
 import type { PoolKvCache, PoolLayout } from '../../../engine/kv/pool_cache.ts';
 import { randomWeights, TINY_LLAMA } from '../model/tiny_config.ts';
+import { relError } from '../../helpers/rel_error.ts';
 
 const CFG = TINY_LLAMA;
 const LAYOUTS: [string, { layout: PoolLayout; radixCache?: boolean }][] = [
@@ -35,17 +36,6 @@ afterAll(async () => {
   model.dispose();
   await dev.dispose();
 });
-
-function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  expect(got.length).toBe(want.length);
-  let e = 0;
-  let n = 0;
-  for (let i = 0; i < want.length; i++) {
-    e += (got[i] - want[i]) ** 2;
-    n += want[i] ** 2;
-  }
-  return Math.sqrt(e / n);
-}
 
 /** Row b of logits [B, S, V] at position i. */
 const row = (l: Float32Array, _B: number, S: number, b: number, i = S - 1) => l.subarray((b * S + i) * CFG.vocabSize, (b * S + i + 1) * CFG.vocabSize);

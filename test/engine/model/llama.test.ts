@@ -32,21 +32,10 @@ import { HF_NAMES, hfShapes, type LlamaConfig } from '../../../engine/model/conf
 import { LlamaModel, transpose2d, type ModelOptions } from '../../../engine/model/llama.ts';
 import { loadModel, modelBytes } from '../../../engine/model/checkpoint.ts';
 import { referenceLogits } from '../../../engine/model/reference.ts';
+import { relError } from '../../helpers/rel_error.ts';
 
 const CFG: LlamaConfig = TINY_LLAMA;
 const VARIANTS = { untied: CFG, tied: { ...CFG, tieWordEmbeddings: true } };
-
-/** ||got - want|| / ||want||. */
-function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  expect(got.length).toBe(want.length);
-  let e = 0;
-  let n = 0;
-  for (let i = 0; i < want.length; i++) {
-    e += (got[i] - want[i]) ** 2;
-    n += want[i] ** 2;
-  }
-  return Math.sqrt(e / n);
-}
 
 const BOUND: Record<LinearFormat, number> = { fp32: 1e-5, fp16: 5e-3, bf16: 3e-2, 'int8-tensor': 0.2, int8: 0.1, 'llm.int8': 0.1, int4: 0.6 };
 const TOKENS = [3, 17, 42, 5, 63, 0, 28, 9, 11, 50, 7, 33];

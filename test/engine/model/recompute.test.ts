@@ -17,19 +17,9 @@ import { LlamaModel } from '../../../engine/model/llama.ts';
 import { greedyDecode, type DecodeStep } from '../../../engine/model/recompute.ts';
 import { decodeFlops } from '../../../engine/model/flops.ts';
 import { referenceLogits } from '../../../engine/model/reference.ts';
+import { relError } from '../../helpers/rel_error.ts';
 
 const CFG: LlamaConfig = TINY_LLAMA;
-
-/** ||got - want|| / ||want||. */
-function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i] - want[i]) ** 2;
-    den += want[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 /** The seed and prompt generate.test.ts found free of near-ties for 20 greedy steps (asserted again below). */
 const SEED = 2;

@@ -1,0 +1,13 @@
+/** Normwise relative error ||got - want|| / ||want||, the measure the model tests bound per format; lengths must agree. */
+import { expect } from 'vitest';
+
+export function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  expect(got.length).toBe(want.length);
+  let e = 0;
+  let n = 0;
+  for (let i = 0; i < want.length; i++) {
+    e += (got[i] - want[i]) ** 2;
+    n += want[i] ** 2;
+  }
+  return Math.sqrt(e / n);
+}
