@@ -21,6 +21,8 @@ export type { DeviceStats, DeviceOptions, RunOptions } from './device/device.ts'
 export { rotaryTables, rotaryInvFreq } from './graph/ops_model.ts';
 export { gradCheck, type CheckInput, type GradCheckOptions, type GradCheckResult, type ElementCheck, type Build } from './autograd/gradcheck.ts';
 export { AdamW, type AdamWOptions } from './train/adamw.ts';
+export type { PagingStats } from './train/paged_adamw.ts';
+export { fullFineTuningFp32, mixedPrecisionAdam, loraMemory, qloraMemory, nf4BitsPerParam, trainingMemory, type TrainingMemory, type TrainingMethod } from './train/memory_formula.ts';
 export { runBackward, trainStep, type Gradients } from './train/step.ts';
 export { timeMs, summarize, quantile, formatTiming, type Timing, type TimingOptions } from './timing.ts';
 export { HF_NAMES, hfShapes, type LlamaConfig } from './model/config.ts';
