@@ -45,6 +45,16 @@ function integers(seed: number, dtype: DType, shape: number[], lo: number, hi: n
 }
 const absent: Gen = { dtype: 'fp32', shape: [], values: null };
 
+/** A random 4-bit weight in MatMulBnb4 layout: codes of W^T [N, K] flat, two per byte, absmax per block of bs. */
+function bnb4(seed: number, K: number, N: number, bs: number): Gen[] {
+  const r = rng(seed);
+  const nb = Math.ceil((N * K) / bs);
+  return [
+    { dtype: 'uint8', shape: [Math.ceil((N * K) / 2)], values: ints(r, Math.ceil((N * K) / 2), 0, 255) },
+    { dtype: 'fp32', shape: [nb], values: uniform(r, nb, 0.05, 2) },
+  ];
+}
+
 /** A random 4-bit weight in MatMulNBits layout: codes [N, K/bs, bs/2], scales [N*K/bs], zero points packed. */
 function nbits(seed: number, K: number, N: number, bs: number, withZp: boolean): Gen[] {
   const r = rng(seed);
@@ -109,6 +119,11 @@ export const CASES: OpCase[] = [
   { name: 'DynamicQuantizeLinear all zeros', op: 'DynamicQuantizeLinear', inputs: [{ dtype: 'fp32', shape: [2, 3], values: [0, 0, 0, 0, 0, 0] }] },
   { name: 'MatMulNBits', op: 'MatMulNBits', inputs: [floats(20, 'fp32', [3, 64]), ...nbits(21, 64, 8, 32, false)], attrs: { K: 64, N: 8, blockSize: 32, bits: 4 } },
   { name: 'MatMulNBits zero points', op: 'MatMulNBits', inputs: [floats(22, 'fp32', [2, 96]), ...nbits(23, 96, 5, 32, true)], attrs: { K: 96, N: 5, blockSize: 32, bits: 4 } },
+  { name: 'MatMulBnb4 nf4', op: 'MatMulBnb4', inputs: [floats(120, 'fp32', [3, 64]), ...bnb4(121, 64, 6, 64)], attrs: { K: 64, N: 6, blockSize: 64, quantType: 1 } },
+  // Blocks span rows of W^T (N K = 200 is not a multiple of K or of 64) and the last block is partial.
+  { name: 'MatMulBnb4 nf4 blocks across rows', op: 'MatMulBnb4', inputs: [floats(122, 'fp32', [2, 2, 40]), ...bnb4(123, 40, 5, 64)], attrs: { K: 40, N: 5, blockSize: 64, quantType: 1 } },
+  // N K = 27 is odd: the last byte's low nibble is padding.
+  { name: 'MatMulBnb4 fp4 odd count', op: 'MatMulBnb4', inputs: [floats(124, 'fp32', [4, 9]), ...bnb4(125, 9, 3, 16)], attrs: { K: 9, N: 3, blockSize: 16, quantType: 0 } },
   { name: 'Add broadcast', op: 'Add', inputs: [floats(24, 'fp32', [3, 1, 4]), floats(25, 'fp32', [5, 1])] },
   { name: 'Sub', op: 'Sub', inputs: [floats(26, 'fp32', [4, 4]), floats(27, 'fp32', [4])] },
   { name: 'Mul fp16', op: 'Mul', inputs: [floats(28, 'fp16', [8, 8]), floats(29, 'fp16', [8, 8])] },

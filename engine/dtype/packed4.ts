@@ -7,6 +7,8 @@
  * csrc/kernels.cu) writes the first element of a pair shifted left by 4, into the HIGH nibble, and its dequantize
  * kernels read `byte >> 4` first. So a bitsandbytes byte 0x12 holds the codes [1, 2]; here [1, 2] is 0x21. Bytes
  * taken from a bitsandbytes checkpoint must have their nibbles swapped before any function here reads them.
+ * onnxruntime's MatMulBnb4 (contrib_ops/cpu/quantization/blockwise_quant_block_bnb4.h) keeps bitsandbytes' order:
+ * it reads `byte >> 4` first. engine/quant/codebook4.ts packs either order and converts between them.
  */
 
 /**
@@ -37,6 +39,8 @@ export const NF4_CODE: Float32Array = Float32Array.of(
 /**
  * Index of the NF4 level nearest to x (x already divided by the block's absmax). A value exactly
  * halfway between two levels maps to the lower index; values outside [-1, 1] clamp to 0 or 15.
+ * bitsandbytes compares a float32 against these midpoints rounded to float32 (NF4_PIVOTS in engine/quant/nf4.ts,
+ * which nf4Quantize uses), so for a double x within half a float32 ulp of a midpoint the two can differ.
  */
 export function nearestNf4(x: number): number {
   if (Number.isNaN(x)) throw new RangeError('nearestNf4: x is NaN');

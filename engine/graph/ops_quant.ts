@@ -135,6 +135,36 @@ export const QUANT_OPS = {
     },
   },
 
+  /**
+   * A [..., K] fp32 times a bitsandbytes 4-bit weight (onnxruntime's com.microsoft MatMulBnb4): B holds the codes of
+   * W^T [N, K] flattened, two per byte with the FIRST element in the HIGH nibble, uint8 [ceil(N K / 2)]; absmax fp32
+   * [ceil(N K / blockSize)] scales each block of blockSize consecutive codes (a block may span two rows of W^T).
+   * quantType 0 is FP4, 1 is NF4 (bitsandbytes' tables). blockSize is 16, 32, 64, 128 or 256 (the kernel's list).
+   * Weight-only: the kernel dequantizes W to fp32 and runs an fp32 GEMM.
+   */
+  MatMulBnb4: {
+    infer(inputs, attrs) {
+      const op = 'MatMulBnb4';
+      const [a, b, absmax] = req(op, inputs, 3);
+      const K = attrNum(op, attrs, 'K');
+      const N = attrNum(op, attrs, 'N');
+      const bs = attrNum(op, attrs, 'blockSize', 64);
+      const qt = attrNum(op, attrs, 'quantType', 1);
+      if (!Number.isSafeInteger(K) || !Number.isSafeInteger(N) || K < 1 || N < 1) throw new ShapeError(op, [], `K and N must be positive integers, got K=${K}, N=${N}`);
+      if (qt !== 0 && qt !== 1) throw new ShapeError(op, [], `quantType must be 0 (FP4) or 1 (NF4), got ${qt}`);
+      if (![16, 32, 64, 128, 256].includes(bs)) throw new ShapeError(op, [], `blockSize must be one of 16, 32, 64, 128, 256, got ${bs}`);
+      dtypeIn(op, a, ['fp32'], 'A');
+      dtypeIn(op, b, ['uint8'], 'B (packed codes)');
+      dtypeIn(op, absmax, ['fp32'], 'absmax');
+      if (a.shape.length < 1) throw new ShapeError(op, [a.shape], `A must end in K=${K}`);
+      unifyDims(op, a.shape[a.shape.length - 1], K, `A's last dimension and K=${K}`, [a.shape]);
+      if (b.shape.length !== 1 || b.shape[0] !== Math.ceil((N * K) / 2)) throw new ShapeError(op, [b.shape], `B must have shape [${Math.ceil((N * K) / 2)}] (ceil(N K / 2))`);
+      const nb = Math.ceil((N * K) / bs);
+      if (absmax.shape.length !== 1 || absmax.shape[0] !== nb) throw new ShapeError(op, [absmax.shape], `absmax must have shape [${nb}] (ceil(N K / blockSize))`);
+      return [{ dtype: 'fp32', shape: [...a.shape.slice(0, -1), N] }];
+    },
+  },
+
   /** y = (x - zeroPoint) * scale in fp32; scale and zero point laid out as for QuantizeLinear. */
   DequantizeLinear: {
     optional: [2],

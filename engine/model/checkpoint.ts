@@ -13,7 +13,8 @@ import { openCheckpoint, writeSafetensors, type TensorCollection, type TensorToW
 import { loadLlamaConfig, toHfConfig } from './hf_config.ts';
 import { hfShapes, type LlamaConfig } from './config.ts';
 import { LlamaModel, type ModelOptions } from './llama.ts';
-import type { LinearFormat } from '../nn/linear.ts';
+import type { LinearFormat, LinearOptions } from '../nn/linear.ts';
+import { nf4WeightBytes } from '../quant/nf4_nodes.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
 
 export interface LoadOptions extends ModelOptions {
@@ -25,8 +26,11 @@ export class CheckpointError extends ServelabError {
   override name = 'CheckpointError';
 }
 
-/** Bytes a [K, N] Linear holds in `format` (as the tracker will count them). */
-export function linearBytes(K: number, N: number, format: LinearFormat, blockSize = 32): number {
+/** What a Linear's byte count depends on beyond its shape and format. */
+export type LinearStorage = Pick<LinearOptions, 'blockSize' | 'doubleQuant' | 'blockSize2'>;
+
+/** Bytes a [K, N] Linear holds in `format` (as the tracker will count them); int4 blocks default to 32, NF4/FP4 to 64. */
+export function linearBytes(K: number, N: number, format: LinearFormat, storage: LinearStorage = {}): number {
   switch (format) {
     case 'fp32':
       return 4 * K * N;
@@ -39,20 +43,25 @@ export function linearBytes(K: number, N: number, format: LinearFormat, blockSiz
       return K * N + 4 * N;
     case 'llm.int8':
       return K * N + 4 * N + 2 * K * N;
-    case 'int4':
-      return Math.ceil(K / blockSize) * (blockSize / 2) * N + 4 * Math.ceil(K / blockSize) * N;
+    case 'int4': {
+      const bs = storage.blockSize ?? 32;
+      return Math.ceil(K / bs) * (bs / 2) * N + 4 * Math.ceil(K / bs) * N;
+    }
+    case 'nf4':
+    case 'fp4':
+      return nf4WeightBytes(K, N, { blockSize: storage.blockSize ?? 64, doubleQuant: storage.doubleQuant, blockSize2: storage.blockSize2 });
   }
 }
 
 /** What a model of `cfg` holds on the device in `format`: the linears in the format, embedding and norms in fp32. */
-export function modelBytes(cfg: LlamaConfig, format: LinearFormat, blockSize = 32): number {
+export function modelBytes(cfg: LlamaConfig, format: LinearFormat, storage: LinearStorage = {}): number {
   let total = 4 * cfg.maxPositions * cfg.headDim; // the rotary tables
   for (const [name, shape] of hfShapes(cfg)) {
     if (name === 'model.embed_tokens.weight') total += 4 * shape[0] * shape[1];
     if (shape.length === 1) total += 4 * shape[0];
-    else if (name !== 'model.embed_tokens.weight') total += linearBytes(shape[1], shape[0], format, blockSize);
+    else if (name !== 'model.embed_tokens.weight') total += linearBytes(shape[1], shape[0], format, storage);
   }
-  if (cfg.tieWordEmbeddings) total += linearBytes(cfg.hiddenSize, cfg.vocabSize, format, blockSize);
+  if (cfg.tieWordEmbeddings) total += linearBytes(cfg.hiddenSize, cfg.vocabSize, format, storage);
   return total;
 }
 
@@ -84,7 +93,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LlamaMo
     checkTensors(ck, cfg);
     const dev = opts.device;
     const format = opts.format ?? 'fp32';
-    const need = modelBytes(cfg, format, opts.linear?.blockSize);
+    const need = modelBytes(cfg, format, opts.linear);
     if (!dev.memory.canAllocate(need)) throw new OutOfMemoryError(dev.name, need, dev.memory.live, dev.memory.budget!, 'weights');
     const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
     const model = await LlamaModel.fromWeights(dev, cfg, (name) => toFloat32(ck, name), opts);

@@ -19,8 +19,9 @@ import { checkVariant, llmInt8Matmul, quantizeLlmInt8Weight, type LlmInt8Weight 
 import { checkThreshold, DEFAULT_THRESHOLD } from '../quant/outlier_scan.ts';
 import { addBias, addLlmInt8Matmul, type LlmInt8Variant } from '../quant/llm_int8_nodes.ts';
 import { quantizeWeightInt4, type Int4Weight } from '../quant/int4_blockwise.ts';
+import { addNf4Absmax, nf4WeightTensors, quantizeNf4Weight, type Nf4Weight } from '../quant/nf4_nodes.ts';
 
-export const LINEAR_FORMATS = ['fp32', 'fp16', 'bf16', 'int8-tensor', 'int8', 'llm.int8', 'int4'] as const;
+export const LINEAR_FORMATS = ['fp32', 'fp16', 'bf16', 'int8-tensor', 'int8', 'llm.int8', 'int4', 'nf4', 'fp4'] as const;
 export type LinearFormat = (typeof LINEAR_FORMATS)[number];
 
 export interface LinearOptions {
@@ -32,8 +33,15 @@ export interface LinearOptions {
   threshold?: number;
   /** llm.int8: 'paper' (default; keeps W in fp16 for the outlier rows) or 'bitsandbytes' (dequantizes int8 rows). */
   variant?: LlmInt8Variant;
-  /** int4: weights per scale along K, a power of two >= 16 dividing K; default 32. */
+  /**
+   * int4: weights per scale along K, a power of two >= 16 dividing K; default 32. nf4/fp4: weights per absmax
+   * (bitsandbytes' blocks over W^T flattened), one of 16, 32, 64, 128, 256 (MatMulBnb4's list); default 64.
+   */
   blockSize?: number;
+  /** nf4/fp4: quantize the absmax constants to 8 bits too (QLoRA's double quantization); default false. */
+  doubleQuant?: boolean;
+  /** nf4/fp4 with doubleQuant: absmax values per second-level scale; default 256. */
+  blockSize2?: number;
   /**
    * int4: MatMulNBits' accuracy level. 0 (default): x stays fp32, the product is x times the dequantized weight.
    * 4: x is quantized to int8 per block on the fly (faster on CPUs with VNNI, and no longer weight-only).
@@ -63,12 +71,12 @@ export interface LinearInfo {
   bytes: LinearBytes;
   /** How forward computes, in words. */
   compute: string;
-  options: { threshold?: number; variant?: LlmInt8Variant; blockSize?: number; accuracyLevel?: number };
+  options: { threshold?: number; variant?: LlmInt8Variant; blockSize?: number; accuracyLevel?: number; doubleQuant?: boolean; blockSize2?: number };
 }
 
-type Held = { kind: 'float'; w: Tensor } | { kind: 'int8'; w: Int8Weight } | { kind: 'int8-tensor'; w: QuantizedTensor } | { kind: 'llm.int8'; w: LlmInt8Weight } | { kind: 'int4'; w: Int4Weight };
+type Held = { kind: 'float'; w: Tensor } | { kind: 'int8'; w: Int8Weight } | { kind: 'int8-tensor'; w: QuantizedTensor } | { kind: 'llm.int8'; w: LlmInt8Weight } | { kind: 'int4'; w: Int4Weight } | { kind: 'nf4'; w: Nf4Weight };
 
-const COMPUTE_DTYPE: Record<LinearFormat, FloatDType> = { fp32: 'fp32', fp16: 'fp16', bf16: 'bf16', 'int8-tensor': 'fp32', int8: 'fp32', 'llm.int8': 'fp32', int4: 'fp32' };
+const COMPUTE_DTYPE: Record<LinearFormat, FloatDType> = { fp32: 'fp32', fp16: 'fp16', bf16: 'bf16', 'int8-tensor': 'fp32', int8: 'fp32', 'llm.int8': 'fp32', int4: 'fp32', nf4: 'fp32', fp4: 'fp32' };
 
 export class Linear {
   private disposedFlag = false;
@@ -121,6 +129,13 @@ export class Linear {
         held = { kind: 'int8-tensor', w: q };
       } else if (format === 'llm.int8') {
         held = { kind: 'llm.int8', w: await quantizeLlmInt8Weight(src, { variant: extra.variant, label }) };
+      } else if (format === 'nf4' || format === 'fp4') {
+        extra.blockSize = opts.blockSize ?? 64;
+        extra.doubleQuant = opts.doubleQuant ?? false;
+        if (![16, 32, 64, 128, 256].includes(extra.blockSize)) throw new QuantizationError(`${format} blockSize must be one of 16, 32, 64, 128, 256 (onnxruntime's MatMulBnb4), got ${extra.blockSize}`);
+        if (typeof extra.doubleQuant !== 'boolean') throw new QuantizationError(`${format} doubleQuant must be true or false, got ${JSON.stringify(extra.doubleQuant)}`);
+        if (extra.doubleQuant) extra.blockSize2 = opts.blockSize2 ?? 256;
+        held = { kind: 'nf4', w: quantizeNf4Weight(device, src, [K, N], { format, blockSize: extra.blockSize, doubleQuant: extra.doubleQuant, blockSize2: extra.blockSize2, label }) };
       } else {
         extra.blockSize = opts.blockSize ?? 32;
         extra.accuracyLevel = opts.accuracyLevel ?? 0;
@@ -136,7 +151,7 @@ export class Linear {
 
   private tensors(): Tensor[] {
     const h = this.held;
-    const ts = h.kind === 'float' ? [h.w] : h.kind === 'int8' || h.kind === 'int8-tensor' ? [h.w.q, h.w.scale] : h.kind === 'llm.int8' ? [h.w.int8.q, h.w.int8.scale, ...(h.w.fp16 ? [h.w.fp16] : [])] : [h.w.codes, h.w.scales];
+    const ts = h.kind === 'float' ? [h.w] : h.kind === 'int8' || h.kind === 'int8-tensor' ? [h.w.q, h.w.scale] : h.kind === 'llm.int8' ? [h.w.int8.q, h.w.int8.scale, ...(h.w.fp16 ? [h.w.fp16] : [])] : h.kind === 'nf4' ? nf4WeightTensors(h.w) : [h.w.codes, h.w.scales];
     return this.bias ? [...ts, this.bias] : ts;
   }
 
@@ -191,7 +206,11 @@ export class Linear {
       const scale = g.op('Reshape', [g.constant(`${this.label}.scale`, h.w.scale)], { shape: [1] })[0];
       y = addVectorwiseMatmul(new Consts(g, this.device), v, g.constant(`${this.label}.q`, h.w.q), scale, { perTensor: true }).y;
     } else if (h.kind === 'llm.int8') y = this.addLlmInt8(g, v, h.w);
-    else {
+    else if (h.kind === 'nf4') {
+      // A double-quantized absmax is rebuilt in the graph (8-bit codes -> fp32) and fed to the kernel, which takes fp32.
+      const attrs = { K, N, blockSize: h.w.blockSize, quantType: h.w.format === 'nf4' ? 1 : 0 };
+      y = one('MatMulBnb4', [v, g.constant(`${this.label}.${h.w.format}`, h.w.codes), addNf4Absmax(g, h.w, this.label)], attrs);
+    } else {
       const attrs = { K, N, blockSize: h.w.blockSize, bits: 4, accuracyLevel: this.opts.accuracyLevel ?? 0 };
       y = one('MatMulNBits', [v, g.constant(`${this.label}.q4`, h.w.codes), g.constant(`${this.label}.scales`, h.w.scales), null], attrs);
     }
@@ -220,8 +239,11 @@ export class Linear {
     return addLlmInt8Matmul(c, x, weight, variant, { mask, idx: null, threshold: variant === 'bitsandbytes' ? threshold : null }).y;
   }
 
-  /** The weight as held: a Tensor (fp32, fp16, bf16), an Int8Weight, a per-tensor QuantizedTensor, an LlmInt8Weight or an Int4Weight. */
-  get weight(): Tensor | Int8Weight | QuantizedTensor | LlmInt8Weight | Int4Weight {
+  /**
+   * The weight as held: a Tensor (fp32, fp16, bf16), an Int8Weight, a per-tensor QuantizedTensor, an LlmInt8Weight, an
+   * Int4Weight, or an Nf4Weight (nf4, fp4), which addNf4Weight can dequantize inside another graph (QLoRA's frozen base).
+   */
+  get weight(): Tensor | Int8Weight | QuantizedTensor | LlmInt8Weight | Int4Weight | Nf4Weight {
     return this.held.w;
   }
 
@@ -245,6 +267,8 @@ export class Linear {
       int8: 'vector-wise int8: x quantized per row on the fly, W per column, int32 accumulation (MatMulInteger), fp32 rescale',
       'llm.int8': `LLM.int8 (${o.variant}): dimensions with |x| >= ${o.threshold} in fp16, the rest vector-wise int8; outliers found per batch on the host`,
       int4: `4-bit weights in blocks of ${o.blockSize} with fp32 scales (MatMulNBits), ${o.accuracyLevel === 4 ? 'x quantized to int8 per block' : 'x in fp32'}`,
+      nf4: `NF4 weights (QLoRA) in blocks of ${o.blockSize}, ${o.doubleQuant ? `absmax double-quantized to 8 bits in blocks of ${o.blockSize2}, rebuilt in the graph` : 'fp32 absmax'}; MatMulBnb4 dequantizes to fp32 and runs an fp32 GEMM`,
+      fp4: `FP4 weights (bitsandbytes' E2M1) in blocks of ${o.blockSize}, ${o.doubleQuant ? `absmax double-quantized to 8 bits in blocks of ${o.blockSize2}` : 'fp32 absmax'}; MatMulBnb4, fp32 GEMM`,
     };
     return { format: this.format, inFeatures: this.inFeatures, outFeatures: this.outFeatures, label: this.label, device: this.device.name, bytes: this.bytes(), compute: compute[this.format], options: { ...o } };
   }

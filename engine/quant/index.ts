@@ -1,4 +1,4 @@
-/** int8 quantization (absmax, zero-point, vector-wise, LLM.int8 outlier decomposition; Dettmers et al. 2022): the public API of engine/quant. */
+/** Quantization (int8 absmax, zero-point, vector-wise, LLM.int8 outlier decomposition, Dettmers et al. 2022; 4-bit NF4, FP4 and double quantization, QLoRA 2023): the public API of engine/quant. */
 export { QuantizationError, NonFiniteError } from './errors.ts';
 export { GRANULARITIES, layoutFor, type Granularity, type Layout } from './layout.ts';
 export { MIN_SCALE, Consts, addAbsmax, addAbsmaxScale, addZeroPoint, addDequantize, toView, fromView, type QuantNodes } from './nodes.ts';
@@ -23,3 +23,19 @@ export {
   DEFAULT_THRESHOLDS, outlierExperiment, outlierCountSweep,
   type ProductError, type ThresholdPoint, type OutlierExperimentResult, type OutlierExperimentOptions, type OutlierCountPoint,
 } from './outliers.ts';
+export {
+  PACKINGS, NonFiniteBlockError, codebookQuantize, codebookDequantize, packNibbles, unpackNibbles, repack,
+  type Packing, type Codebook4, type Quantized4, type Quantize4Options,
+} from './codebook4.ts';
+export { NF4_CODE, NF4_PIVOTS, NF4, nf4Quantize, nf4Dequantize } from './nf4.ts';
+export { FP4_CODE, FP4_PIVOTS, FP4, fp4Quantize, fp4Dequantize } from './fp4.ts';
+export { INT4_CODE, INT4_ABSMAX, int4AbsmaxQuantize, int4AbsmaxDequantize } from './int4_absmax.ts';
+export {
+  DYNAMIC_MAP, encodeDynamic, doubleQuantize, doubleDequantize, bitsPerParameter,
+  type DoubleQuantized, type BitsOptions, type BitsPerParameter,
+} from './double_quant.ts';
+export {
+  NF4_FORMATS, quantizeNf4Weight, nf4WeightBytes, nf4WeightTensors, disposeNf4Weight, addNf4Weight, addNf4Absmax, addBlockScale,
+  type Nf4Format, type Nf4Weight, type Nf4WeightOptions, type Nf4DoubleQuant, type Nf4Binding,
+} from './nf4_nodes.ts';
+export { CODEBOOKS_4BIT, quant4Error, compare4bit, type Quant4Error } from './quant4_error.ts';

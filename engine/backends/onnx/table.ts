@@ -45,6 +45,9 @@ export const ONNX_LOWERINGS = {
   MatMulNBits: (e, n, ins) => [
     e.node('MatMulNBits', trimOptional(ins), [attr('K', num(n, 'K', 0)), attr('N', num(n, 'N', 0)), attr('bits', 4), attr('block_size', num(n, 'blockSize', 32)), attr('accuracy_level', num(n, 'accuracyLevel', 0))], 'com.microsoft'),
   ],
+  MatMulBnb4: (e, n, ins) => [
+    e.node('MatMulBnb4', ins, [attr('K', num(n, 'K', 0)), attr('N', num(n, 'N', 0)), attr('block_size', num(n, 'blockSize', 64)), attr('quant_type', num(n, 'quantType', 1))], 'com.microsoft'),
+  ],
   Softmax: (e, n, ins) => [e.node('Softmax', ins, [attr('axis', num(n, 'axis', -1))])],
   LayerNormalization: (e, n, ins) => [e.node('LayerNormalization', trimOptional(ins), [attr('axis', -1), attr('epsilon', num(n, 'epsilon', 1e-5), true)])],
   RMSNorm: (e, n, ins) => [e.node('SimplifiedLayerNormalization', ins, [attr('axis', -1), attr('epsilon', num(n, 'epsilon', 1e-6), true)])],

@@ -1,5 +1,7 @@
-/** Reference kernels for the quantization ops (ONNX ReduceMax, QuantizeLinear, DequantizeLinear) in plain TypeScript. */
+/** Reference kernels for the quantization ops (ONNX ReduceMax, QuantizeLinear, DequantizeLinear; MatMulBnb4) in plain TypeScript. */
 import { roundHalfEven, type F } from './kernels.ts';
+import { NF4_CODE } from '../../dtype/packed4.ts';
+import { FP4_CODE } from '../../quant/fp4.ts';
 
 const numel = (shape: readonly number[]) => shape.reduce((p, d) => p * d, 1);
 
@@ -54,4 +56,28 @@ export function dequantizeLinear(x: Int8Array | Uint8Array, shape: readonly numb
     out[i] = (x[i] - (zp ? zp[p] : 0)) * scale[p];
   }
   return out;
+}
+
+/**
+ * MatMulBnb4: W^T [N, K] from codes read high nibble first, each times its block's absmax (blocks over the flat
+ * N K codes); then A [.., K] x W in float64.
+ */
+export function matmulBnb4(a: Float32Array, aShape: readonly number[], b: Uint8Array, absmax: Float32Array, K: number, N: number, bs: number, quantType: number): [F, number[]] {
+  const levels = quantType === 0 ? FP4_CODE : NF4_CODE;
+  const w = new Float64Array(K * N); // [K, N]
+  for (let i = 0; i < N * K; i++) {
+    const code = (i & 1) === 0 ? b[i >> 1] >> 4 : b[i >> 1] & 15;
+    const n = Math.floor(i / K);
+    w[(i - n * K) * N + n] = Math.fround(levels[code] * absmax[Math.floor(i / bs)]);
+  }
+  const M = aShape.slice(0, -1).reduce((p, d) => p * d, 1);
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let k = 0; k < K; k++) {
+      const x = a[m * K + k];
+      if (x === 0) continue;
+      for (let n = 0; n < N; n++) out[m * N + n] += x * w[k * N + n];
+    }
+  }
+  return [out, [...aShape.slice(0, -1), N]];
 }

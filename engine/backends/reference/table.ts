@@ -63,6 +63,9 @@ export const REFERENCE_KERNELS = {
     const axis = scaleAxis('QuantizeLinear', asValue(x!, 'x'), asValue(s!, 'scale'), attrs);
     return [Q.quantizeLinear(x!.data as Float32Array, x!.shape, s!.data as Float32Array, z ? (z.data as Int8Array | Uint8Array) : null, axis, outputs[0].dtype as 'int8' | 'uint8')];
   },
+  MatMulBnb4: ({ inputs: [a, b, s], attrs }) => [
+    Q.matmulBnb4(a!.data as Float32Array, a!.shape, b!.data as Uint8Array, s!.data as Float32Array, attrs.K as number, attrs.N as number, num(attrs.blockSize, 64), num(attrs.quantType, 1))[0],
+  ],
   DequantizeLinear: ({ inputs: [x, s, z], attrs }) => {
     const axis = scaleAxis('DequantizeLinear', asValue(x!, 'x'), asValue(s!, 'scale'), attrs);
     return [Q.dequantizeLinear(x!.data as Int8Array | Uint8Array, x!.shape, s!.data as Float32Array, z ? (z.data as Int8Array | Uint8Array) : null, axis)];

@@ -37,7 +37,7 @@ import { relError } from '../../helpers/rel_error.ts';
 const CFG: LlamaConfig = TINY_LLAMA;
 const VARIANTS = { untied: CFG, tied: { ...CFG, tieWordEmbeddings: true } };
 
-const BOUND: Record<LinearFormat, number> = { fp32: 1e-5, fp16: 5e-3, bf16: 3e-2, 'int8-tensor': 0.2, int8: 0.1, 'llm.int8': 0.1, int4: 0.6 };
+const BOUND: Record<LinearFormat, number> = { fp32: 1e-5, fp16: 5e-3, bf16: 3e-2, 'int8-tensor': 0.2, int8: 0.1, 'llm.int8': 0.1, int4: 0.6, nf4: 0.6, fp4: 0.6 };
 const TOKENS = [3, 17, 42, 5, 63, 0, 28, 9, 11, 50, 7, 33];
 
 async function build(dev: Device, cfg: LlamaConfig, w: ReadonlyMap<string, Float32Array>, opts: ModelOptions = {}): Promise<LlamaModel> {
@@ -173,7 +173,7 @@ for (const [kind, fp32Bound] of [['cpu', BOUND.fp32], ['reference', 1e-6]] as co
 describe('the fp32 bound catches a wrong layout or a wrong rotary', () => {
   const w = randomWeights(CFG, 7);
   const ref = referenceLogits(CFG, w, TOKENS);
-  const largest = Math.max(...LINEAR_FORMATS.filter((f) => f !== 'int4').map((f) => BOUND[f]));
+  const largest = Math.max(...LINEAR_FORMATS.filter((f) => f !== 'int4' && f !== 'nf4' && f !== 'fp4').map((f) => BOUND[f]));
 
   async function errorWith(change: (w: Map<string, Float32Array>) => void): Promise<number> {
     const w2 = new Map(w);

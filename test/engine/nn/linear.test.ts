@@ -54,7 +54,7 @@ function relError(y: Tensor, ref: Float64Array): number {
   return Math.sqrt(e / r);
 }
 
-const TOLERANCE: Record<LinearFormat, number> = { fp32: 1e-6, fp16: 1.5e-3, bf16: 1e-2, 'int8-tensor': 5e-2, int8: 3e-2, 'llm.int8': 3e-2, int4: 0.15 };
+const TOLERANCE: Record<LinearFormat, number> = { fp32: 1e-6, fp16: 1.5e-3, bf16: 1e-2, 'int8-tensor': 5e-2, int8: 3e-2, 'llm.int8': 3e-2, int4: 0.15, nf4: 0.12, fp4: 0.16 };
 
 /** Bytes of each format for W [K, N] and a bias [N], by hand. */
 const BYTES: Record<LinearFormat, { weights: number; bias: number }> = {
@@ -65,6 +65,9 @@ const BYTES: Record<LinearFormat, { weights: number; bias: number }> = {
   int8: { weights: K * N + 4 * N, bias: 4 * N },
   'llm.int8': { weights: K * N + 4 * N + 2 * K * N, bias: 4 * N },
   int4: { weights: (K * N) / 2 + 4 * N * (K / 32), bias: 4 * N },
+  // Codes, an fp32 absmax per 64 weights, and the 16 fp32 levels.
+  nf4: { weights: (K * N) / 2 + 4 * ((K * N) / 64) + 64, bias: 4 * N },
+  fp4: { weights: (K * N) / 2 + 4 * ((K * N) / 64) + 64, bias: 4 * N },
 };
 
 const devices = new Map<string, Promise<Device>>();

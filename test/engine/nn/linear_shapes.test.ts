@@ -25,7 +25,7 @@ const uniform = (n: number, seed: number, half = 1) => {
   return Float32Array.from({ length: n }, () => (2 * r() - 1) * half);
 };
 
-const TOLERANCE: Record<LinearFormat, number> = { fp32: 1e-6, fp16: 2e-3, bf16: 1e-2, 'int8-tensor': 0.1, int8: 3e-2, 'llm.int8': 3e-2, int4: 0.15 };
+const TOLERANCE: Record<LinearFormat, number> = { fp32: 1e-6, fp16: 2e-3, bf16: 1e-2, 'int8-tensor': 0.1, int8: 3e-2, 'llm.int8': 3e-2, int4: 0.15, nf4: 0.12, fp4: 0.16 };
 
 /** ||y_row - x_row W|| / ||x_row W|| in float64. */
 function rowError(y: Float32Array, x: Float32Array, w: Float32Array, row: number, K: number, N: number): number {
