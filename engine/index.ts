@@ -26,7 +26,7 @@ export { fullFineTuningFp32, mixedPrecisionAdam, loraMemory, qloraMemory, nf4Bit
 export { runBackward, trainStep, type Gradients } from './train/step.ts';
 export { timeMs, summarize, quantile, formatTiming, type Timing, type TimingOptions } from './timing.ts';
 export { HF_NAMES, hfShapes, type LlamaConfig } from './model/config.ts';
-export { LlamaModel, type ModelOptions, type StepResult, type ForwardResult, type WeightSource } from './model/llama.ts';
+export { LlamaModel, type ModelOptions, type StepResult, type ForwardResult, type WeightSource, type ProjectionAdapter } from './model/llama.ts';
 export { loadModel, saveModel, modelBytes, CheckpointError, type LoadOptions, type SaveOptions } from './model/checkpoint.ts';
 export { generate, sampleToken, type GenerateOptions, type Generation } from './model/generate.ts';
 export { evaluate, type Quality, type EvaluateOptions } from './model/evaluate.ts';
@@ -41,6 +41,12 @@ export { mobyDick, makeCorpus, BatchSampler, evalBatches, type Corpus, type Batc
 export { fitTrigram, fitNgram, crossEntropy, type CrossEntropy } from './train/trigram.ts';
 export { Rng, type RngState } from './train/rng.ts';
 export { train, heldOutLoss, learningRate, type TrainRecipe, type StepLog, type TrainState, type TrainResult } from './train/trainer.ts';
+export { lossGraph, trainingGraph, fp32Param, PROJECTIONS, type ParamSupplier, type AdapterSpec, type LossGraphOptions, type ProjectionName } from './train/lm_params.ts';
+export { LoraAdapters, LoraError, LORA_TARGETS, loraSites, resolveLora, type LoraConfig, type LoraTarget, type ResolvedLora, type AdapterValues } from './train/lora.ts';
+export { saveAdapter, loadAdapter, adapterConfigJson, parseAdapterConfig, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './train/lora_peft.ts';
+export { finetune, loadBase, FINETUNE_METHODS, type FinetuneMethod, type FinetuneOptions, type FinetuneResult, type FinetuneStep, type BaseModel, type FrozenBase } from './train/finetune.ts';
+export { nf4Base, quantizedNames, type QloraOptions } from './train/qlora.ts';
+export { sotu, sotuText, SOTU_YEARS } from './train/sotu.ts';
 export * from './kv/index.ts';
 export { forwardFlops, decodeFlops, type ForwardShape, type ForwardFlops, type DecodeFlopsOptions, type StepFlops, type DecodeFlops } from './model/flops.ts';
 export { greedyDecode, type DecodeStep, type DecodeRun, type DecodeRunOptions } from './model/recompute.ts';

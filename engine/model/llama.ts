@@ -25,6 +25,17 @@ interface Layer {
   attnNorm: Tensor;
   mlpNorm: Tensor;
   proj: Record<ProjName, Linear>;
+  /** Unmerged low-rank adapters by projection (LoRA): the projection is Linear(x) + scaling (x A) B. */
+  adapters: Partial<Record<ProjName, { A: Tensor; B: Tensor; scaling: number }>>;
+}
+
+/** A low-rank adapter kept apart from its projection's weight: A [in, r] and B [r, out] in the engine's layout. */
+export interface ProjectionAdapter {
+  A: Float32Array;
+  B: Float32Array;
+  r: number;
+  /** alpha / r. */
+  scaling: number;
 }
 
 /** A weight by Hugging Face name, as fp32 values in Hugging Face's layout (linears [out, in]). */
@@ -35,6 +46,12 @@ export interface ModelOptions {
   format?: LinearFormat;
   /** Passed to every Linear (threshold, variant, blockSize, accuracyLevel). */
   linear?: Omit<LinearOptions, 'format' | 'label' | 'bias'>;
+  /**
+   * Low-rank adapters kept apart from their projections, by Linear label (`layers.0.q`): the projection computes
+   * Linear(x) + scaling (x A) B, A and B fp32 graph constants. Merged into the weights instead (LoraAdapters.merge in
+   * engine/train/lora.ts) they give the same logits at the base model's cost.
+   */
+  adapters?: ReadonlyMap<string, ProjectionAdapter>;
 }
 
 /** Logits of a step, fp32 [batch, rows, vocab] on the host. */
@@ -80,6 +97,7 @@ export class LlamaModel {
    */
   static async fromWeights(dev: Device, cfg: LlamaConfig, source: WeightSource, opts: ModelOptions = {}): Promise<LlamaModel> {
     const format = opts.format ?? 'fp32';
+    LlamaModel.checkAdapters(cfg, opts.adapters);
     const made: { dispose(): void }[] = [];
     // An error while one weight is read or converted names that weight (the same error object, its type kept).
     const naming = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -116,7 +134,14 @@ export class LlamaModel {
         const dims: Record<ProjName, [number, number]> = { q: [q, H], k: [kv, H], v: [kv, H], o: [H, q], gate: [I, H], up: [I, H], down: [H, I] };
         const proj = {} as Record<ProjName, Linear>;
         for (const p of PROJ) proj[p] = await linear(n[p], dims[p][0], dims[p][1], `${l}.${p}`);
-        layers.push({ attnNorm: await vector(n.attnNorm, `${l}.attnNorm`), mlpNorm: await vector(n.mlpNorm, `${l}.mlpNorm`), proj });
+        const adapters: Layer['adapters'] = {};
+        for (const p of PROJ) {
+          const a = opts.adapters?.get(`${l}.${p}`);
+          if (!a) continue;
+          const t = (v: Float32Array, shape: number[], which: string) => keep(dev.tensor(v, shape, 'fp32', { tag: 'weights', label: `lora.${l}.${p}.${which}` }));
+          adapters[p] = { A: t(a.A, [dims[p][1], a.r], 'A'), B: t(a.B, [a.r, dims[p][0]], 'B'), scaling: a.scaling };
+        }
+        layers.push({ attnNorm: await vector(n.attnNorm, `${l}.attnNorm`), mlpNorm: await vector(n.mlpNorm, `${l}.mlpNorm`), proj, adapters });
       }
       const finalNorm = await vector(HF_NAMES.finalNorm, 'finalNorm');
       const head = cfg.tieWordEmbeddings
@@ -130,6 +155,26 @@ export class LlamaModel {
     } catch (e) {
       for (const x of made) x.dispose();
       throw e;
+    }
+  }
+
+  /** Refuses, before anything is made, an adapter on no projection of `cfg` or of the wrong shape. */
+  private static checkAdapters(cfg: LlamaConfig, adapters: ModelOptions['adapters']): void {
+    if (!adapters) return;
+    const H = cfg.hiddenSize;
+    const q = cfg.numHeads * cfg.headDim;
+    const kv = cfg.numKvHeads * cfg.headDim;
+    const I = cfg.intermediateSize;
+    const dims: Record<ProjName, [number, number]> = { q: [H, q], k: [H, kv], v: [H, kv], o: [q, H], gate: [H, I], up: [H, I], down: [I, H] };
+    for (const [label, a] of adapters) {
+      const m = /^layers\.(\d+)\.(\w+)$/.exec(label);
+      if (!m || Number(m[1]) >= cfg.numLayers || !(PROJ as readonly string[]).includes(m[2])) {
+        throw new ServelabError(`adapters: ${JSON.stringify(label)} is not a projection of this ${cfg.numLayers}-layer model (layers.{i}.{${PROJ.join(',')}})`);
+      }
+      const [K, N] = dims[m[2] as ProjName];
+      if (!Number.isInteger(a.r) || a.r < 1 || a.A.length !== K * a.r || a.B.length !== a.r * N || !Number.isFinite(a.scaling)) {
+        throw new ShapeError('adapters', [[a.A.length], [a.B.length]], `${label} needs A [${K}, r] and B [r, ${N}] with r = ${a.r} and a finite scaling`);
+      }
     }
   }
 
@@ -301,7 +346,12 @@ export class LlamaModel {
       layers: this.layers.map((l, i) => {
         const p = (name: ProjName) => (x: Value) => {
           if (kind === 'probe') probe(x, l.proj[name].label);
-          return l.proj[name].addTo(g, x);
+          const y = l.proj[name].addTo(g, x);
+          const a = l.adapters[name];
+          if (!a) return y;
+          const [A, B] = [g.constant(`lora.${i}.${name}.A`, a.A), g.constant(`lora.${i}.${name}.B`, a.B)];
+          const low = g.op('MatMul', [g.op('MatMul', [x, A])[0], B])[0];
+          return g.op('Add', [y, g.op('Mul', [low, g.op('Constant', [], { value: a.scaling, dtype: 'fp32' })[0]])[0]])[0];
         };
         return { attnNorm: g.constant(`layers.${i}.attnNorm`, l.attnNorm), mlpNorm: g.constant(`layers.${i}.mlpNorm`, l.mlpNorm), q: p('q'), k: p('k'), v: p('v'), o: p('o'), gate: p('gate'), up: p('up'), down: p('down') };
       }),
@@ -325,11 +375,12 @@ export class LlamaModel {
   }
 
   /** Weight bytes held on the device, by part. */
-  bytes(): { linears: number; embedding: number; norms: number; total: number } {
+  bytes(): { linears: number; embedding: number; norms: number; adapters: number; total: number } {
     const linears = [...this.layers.flatMap((l) => Object.values(l.proj)), this.head].reduce((s, l) => s + l.bytes().total, 0);
     const norms = this.layers.reduce((s, l) => s + l.attnNorm.bytes + l.mlpNorm.bytes, this.finalNorm.bytes);
+    const adapters = this.layers.reduce((s, l) => Object.values(l.adapters).reduce((n, a) => n + a.A.bytes + a.B.bytes, s), 0);
     const embedding = this.embedding.bytes;
-    return { linears, embedding, norms, total: linears + embedding + norms + this.cos.bytes + this.sin.bytes };
+    return { linears, embedding, norms, adapters, total: linears + embedding + norms + adapters + this.cos.bytes + this.sin.bytes };
   }
 
   /** Every Linear, by label (layers.0.q, ..., head). */
@@ -345,6 +396,7 @@ export class LlamaModel {
       l.attnNorm.dispose();
       l.mlpNorm.dispose();
       for (const p of PROJ) l.proj[p].dispose();
+      for (const a of Object.values(l.adapters)) for (const t of [a.A, a.B]) t.dispose();
     }
     for (const t of [this.embedding, this.finalNorm, this.cos, this.sin]) t.dispose();
     this.head.dispose();

@@ -1,11 +1,14 @@
 /**
  * A Llama decoder's parameters as trainable device tensors, and its training graph: every parameter is a graph input
  * (so the optimizer's updates never rebuild a session), attention is causal over the whole window, and the loss is
- * the mean cross entropy of the next token (language modelling, as GPT and Llama are trained).
+ * the mean cross entropy of the next token (language modelling, as GPT and Llama are trained). One graph serves full
+ * fine-tuning, LoRA and QLoRA: each parameter's value comes from a supplier (an fp32 input by default, NF4 codes
+ * dequantized inside the graph for QLoRA) and optional low-rank adapters add scaling (x A) B to their projections.
  */
 import { Graph, type Value } from '../graph/graph.ts';
 import type { Device } from '../device/device.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import { ShapeError } from '../errors.ts';
 import { backward } from '../autograd/backward.ts';
 import { rotaryTables } from '../graph/ops_model.ts';
 import { HF_NAMES, type LlamaConfig } from '../model/config.ts';
@@ -77,27 +80,79 @@ export function fromHfWeights(cfg: LlamaConfig, weights: ReadonlyMap<string, Flo
   });
 }
 
+/** Where a parameter's value in the training graph comes from; it may add inputs and nodes (a dequantization). */
+export type ParamSupplier = (g: Graph, spec: ParamSpec) => Value;
+
+/** The default supplier: the parameter is an fp32 graph input named by its Hugging Face name. */
+export const fp32Param: ParamSupplier = (g, s) => g.input(s.name, 'fp32', s.shape);
+
+/** The projections of a decoder block that can carry a low-rank adapter. */
+export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+export type ProjectionName = (typeof PROJECTIONS)[number];
+
+/** A low-rank adapter on one projection of the graph: y = x W + scaling (x A) B, A [in, r] and B [r, out] inputs. */
+export interface AdapterSpec {
+  layer: number;
+  proj: ProjectionName;
+  /** `layers.{layer}.{proj}`: the serving model's Linear label. */
+  label: string;
+  inFeatures: number;
+  outFeatures: number;
+  r: number;
+  scaling: number;
+}
+
+export interface LossGraphOptions {
+  /** 'mean' (default) or 'sum' of the token losses. */
+  reduction?: 'mean' | 'sum';
+  /** Supplies each parameter's value; default fp32Param. */
+  supply?: ParamSupplier;
+  /** Low-rank adapters added to their projections; their A and B are inputs after every parameter's. */
+  adapters?: readonly AdapterSpec[];
+}
+
 export interface LossGraph {
   graph: Graph;
   loss: Value;
+  /** Each parameter's value as the supplier gave it, in paramSpecs order (a graph input with the default). */
   params: Value[];
+  /** Each adapter's A [in, r] and B [r, out] inputs, in the order of opts.adapters. */
+  adapters: { A: Value; B: Value }[];
   tables: Tensor[];
 }
 
 /**
- * The forward graph with the loss: inputs tokens, positions, labels (int32 [batch, seq]) then every parameter;
+ * The forward graph with the loss: inputs tokens, positions, labels (int32 [batch, seq]), then what the supplier
+ * adds for each parameter in paramSpecs order (with the default, one fp32 input each), then A and B of each adapter;
  * output the next-token cross entropy (nats), the mean (default) or the sum over tokens. Labels equal to -100 are
  * ignored. `tables` are the rotary tables the graph holds as constants: dispose them with the graph.
  */
-export function lossGraph(cfg: LlamaConfig, dev: Device, opts: { reduction?: 'mean' | 'sum' } = {}): LossGraph {
-  const g = new Graph(`${cfg.numLayers}-layer Llama training step`);
+export function lossGraph(cfg: LlamaConfig, dev: Device, opts: LossGraphOptions = {}): LossGraph {
+  const g = new Graph(`${cfg.numLayers}-layer Llama training step${opts.adapters?.length ? ` (${opts.adapters.length} adapters)` : ''}`);
   const tokens = g.input('tokens', 'int32', ['batch', 'seq']);
   const positions = g.input('positions', 'int32', ['batch', 'seq']);
   const labels = g.input('labels', 'int32', ['batch', 'seq']);
-  const params = paramSpecs(cfg).map((s) => g.input(s.name, 'fp32', s.shape));
-  const byName = new Map(paramSpecs(cfg).map((s, i) => [s.name, params[i]]));
+  const supply = opts.supply ?? fp32Param;
+  const specs = paramSpecs(cfg);
+  const params = specs.map((s) => supply(g, s));
+  params.forEach((v, i) => {
+    if (v.shape.join() !== specs[i].shape.join() || v.dtype !== 'fp32') {
+      throw new ShapeError('lossGraph', [specs[i].shape, v.shape], `the supplier gave ${specs[i].name} as ${v.dtype}; it must be fp32 [${specs[i].shape.join(', ')}]`);
+    }
+  });
+  const byName = new Map(specs.map((s, i) => [s.name, params[i]]));
   const p = (name: string) => byName.get(name)!;
-  const mm = (name: string) => (x: Value) => g.op('MatMul', [x, p(name)])[0];
+  const adapters = (opts.adapters ?? []).map((a) => ({ A: g.input(`lora.${a.label}.A`, 'fp32', [a.inFeatures, a.r]), B: g.input(`lora.${a.label}.B`, 'fp32', [a.r, a.outFeatures]) }));
+  const adapterAt = new Map((opts.adapters ?? []).map((a, i) => [a.label, { spec: a, ...adapters[i] }]));
+  const op = (...args: Parameters<Graph['op']>) => g.op(...args)[0];
+  const project = (layer: number, proj: ProjectionName, name: string) => (x: Value) => {
+    const y = op('MatMul', [x, p(name)]);
+    const a = adapterAt.get(`layers.${layer}.${proj}`);
+    if (!a) return y;
+    // LoRA (Hu et al. 2021): the rank-r path costs r (in + out) per row instead of in x out, and B = 0 starts at W.
+    const low = op('MatMul', [op('MatMul', [x, a.A]), a.B]);
+    return op('Add', [y, op('Mul', [low, op('Constant', [], { value: a.spec.scaling, dtype: 'fp32' })])]);
+  };
   const { cos, sin } = rotaryTables(cfg.maxPositions, cfg.headDim, cfg.ropeTheta);
   const half = [cfg.maxPositions, cfg.headDim / 2];
   const tables = [dev.tensor(cos, half, 'fp32', { tag: 'weights', label: 'rope.cos' }), dev.tensor(sin, half, 'fp32', { tag: 'weights', label: 'rope.sin' })];
@@ -105,21 +160,32 @@ export function lossGraph(cfg: LlamaConfig, dev: Device, opts: { reduction?: 'me
     embedding: p(HF_NAMES.embedding),
     layers: Array.from({ length: cfg.numLayers }, (_, i) => {
       const n = HF_NAMES.layer(i);
-      return { attnNorm: p(n.attnNorm), mlpNorm: p(n.mlpNorm), q: mm(n.q), k: mm(n.k), v: mm(n.v), o: mm(n.o), gate: mm(n.gate), up: mm(n.up), down: mm(n.down) };
+      const [q, k, v, o, gate, up, down] = PROJECTIONS.map((proj) => project(i, proj, n[proj]));
+      return { attnNorm: p(n.attnNorm), mlpNorm: p(n.mlpNorm), q, k, v, o, gate, up, down };
     }),
     finalNorm: p(HF_NAMES.finalNorm),
-    head: cfg.tieWordEmbeddings ? (x) => g.op('MatMul', [x, g.op('Transpose', [p(HF_NAMES.embedding)], { perm: [1, 0] })[0]])[0] : mm(HF_NAMES.lmHead),
+    head: cfg.tieWordEmbeddings ? (x) => op('MatMul', [x, op('Transpose', [p(HF_NAMES.embedding)], { perm: [1, 0] })]) : (x) => op('MatMul', [x, p(HF_NAMES.lmHead)]),
     cos: g.constant('rope.cos', tables[0]),
     sin: g.constant('rope.sin', tables[1]),
   };
   const logits = decoder(g, cfg, w, tokens, positions, causalAttention(g, cfg));
   const [loss] = g.op('SoftmaxCrossEntropyLoss', [logits, labels], { reduction: opts.reduction ?? 'mean' });
   g.output(loss);
-  return { graph: g, loss, params, tables };
+  return { graph: g, loss, params, adapters, tables };
 }
 
-/** The backward graph of lossGraph: outputs the loss, then d loss / d param for every parameter in order. */
-export function trainingGraph(cfg: LlamaConfig, dev: Device): { graph: Graph; tables: Tensor[] } {
-  const { graph, loss, params, tables } = lossGraph(cfg, dev);
-  return { graph: backward(graph, loss, params, { name: `${graph.name} (backward)` }).graph, tables };
+/**
+ * The backward graph of lossGraph: outputs the loss, then d loss / d value for every trainable value in order. With
+ * adapters only their A and B are trainable (A0, B0, A1, B1, ...: LoRA, the base frozen, no gradient for it);
+ * without, every parameter (full fine-tuning, which needs the default supplier: a parameter must be an input).
+ */
+export function trainingGraph(cfg: LlamaConfig, dev: Device, opts: Omit<LossGraphOptions, 'reduction'> = {}): { graph: Graph; tables: Tensor[] } {
+  const { graph, loss, params, adapters, tables } = lossGraph(cfg, dev, opts);
+  const trainable = adapters.length > 0 ? adapters.flatMap((a) => [a.A, a.B]) : params;
+  try {
+    return { graph: backward(graph, loss, trainable, { name: `${graph.name} (backward)` }).graph, tables };
+  } catch (e) {
+    for (const t of tables) t.dispose();
+    throw e;
+  }
 }

@@ -16,7 +16,7 @@ import { AdamW } from './adamw.ts';
 import { runBackward } from './step.ts';
 import { BatchSampler, evalBatches, type Corpus } from './corpus.ts';
 import { Rng, type RngState } from './rng.ts';
-import { initParams, lossGraph, paramSpecs, trainingGraph } from './lm_params.ts';
+import { initParams, lossGraph, paramSpecs, trainingGraph, type LossGraphOptions } from './lm_params.ts';
 
 export interface TrainRecipe {
   model: LlamaConfig;
@@ -150,9 +150,21 @@ export async function train(dev: Device, recipe: TrainRecipe, corpus: Corpus, op
   }
 }
 
-/** Mean next-token cross entropy (nats per byte) of `params` over `data` in consecutive windows of `context`. */
-export async function heldOutLoss(dev: Device, cfg: LlamaConfig, params: readonly Tensor[], data: Uint8Array, context: number, batch = 16): Promise<number> {
-  const { graph, tables } = lossGraph(cfg, dev, { reduction: 'sum' });
+/**
+ * Mean next-token cross entropy (nats per byte) of `params` over `data` in consecutive windows of `context`. `params`
+ * feed the loss graph's inputs after tokens, positions and labels: with `graphOpts` (a supplier, adapters), those
+ * inputs are the supplier's, then each adapter's A and B.
+ */
+export async function heldOutLoss(
+  dev: Device,
+  cfg: LlamaConfig,
+  params: readonly Tensor[],
+  data: Uint8Array,
+  context: number,
+  batch = 16,
+  graphOpts: Omit<LossGraphOptions, 'reduction'> = {},
+): Promise<number> {
+  const { graph, tables } = lossGraph(cfg, dev, { ...graphOpts, reduction: 'sum' });
   let total = 0;
   let count = 0;
   try {
