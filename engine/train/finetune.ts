@@ -21,12 +21,13 @@ import { AdamW, type AdamWOptions } from './adamw.ts';
 import type { PagingStats } from './paged_adamw.ts';
 import { runBackward } from './step.ts';
 import { BatchSampler, type Corpus } from './corpus.ts';
-import { fp32Param, fromHfWeights, paramSpecs, toHfWeights, trainingGraph, type LossGraphOptions, type ParamSupplier } from './lm_params.ts';
+import { castParam, fp32Param, fromHfWeights, paramSpecs, toHfWeights, trainingGraph, type LossGraphOptions, type ParamSupplier } from './lm_params.ts';
 import { heldOutLoss, learningRate, type TrainRecipe } from './trainer.ts';
 import { LoraAdapters, resolveLora, type LoraConfig } from './lora.ts';
 import { nf4Base, type QloraOptions } from './qlora.ts';
 
 export type FinetuneMethod = 'full' | 'lora' | 'qlora';
+export type FinetunePrecision = 'fp32' | 'bf16' | 'fp16';
 export const FINETUNE_METHODS: readonly FinetuneMethod[] = ['full', 'lora', 'qlora'];
 
 /** A base model in Hugging Face layout: its config and fp32 weights by name (linears [out, in]). */
@@ -82,6 +83,12 @@ export interface FinetuneOptions {
   lora?: LoraConfig;
   /** How 'qlora' stores the base; default NF4, blocks of 64, double-quantized. */
   qlora?: QloraOptions;
+  /**
+   * The dtype of the base's weights for 'full' and 'lora' (default fp32). 'bf16' or 'fp16' with 'full' is
+   * mixed-precision training: 16-bit weights and gradients, fp32 master weights and moments in AdamW (2 + 2 + 12
+   * bytes per parameter); the arithmetic runs in fp32 after a cast.
+   */
+  precision?: FinetunePrecision;
   /** Passed to AdamW as they are (betas, eps, paged, ...); lr and weightDecay come from above. */
   adamw?: AdamWOptions;
   /** Texts whose held-out loss is measured before and after, by name (e.g. the old corpus's and the new one's). */
@@ -141,21 +148,24 @@ function checkOptions(cfg: LlamaConfig, o: FinetuneOptions): void {
   const minLr = o.minLr ?? o.lr / 10;
   if (!(o.lr > 0 && Number.isFinite(o.lr) && minLr >= 0 && minLr <= o.lr)) throw new ServelabError(`finetune: need lr > 0 and 0 <= minLr <= lr, got ${o.lr}, ${minLr}`);
   if (o.warmup !== undefined && !(Number.isInteger(o.warmup) && o.warmup >= 0)) throw new ServelabError(`finetune: warmup must be an integer >= 0, got ${o.warmup}`);
+  if (o.precision !== undefined && !['fp32', 'bf16', 'fp16'].includes(o.precision)) throw new ServelabError(`finetune: precision must be fp32, bf16 or fp16, got ${JSON.stringify(o.precision)}`);
+  if (o.precision !== undefined && o.precision !== 'fp32' && o.method === 'qlora') throw new ServelabError(`finetune: 'qlora' stores its base in 4 bits; precision applies to 'full' and 'lora'`);
   if (!Number.isSafeInteger(o.seed)) throw new ServelabError(`finetune: seed must be an integer, got ${JSON.stringify(o.seed)}`);
 }
 
-/** fp32 tensors of the base, one per parameter in graph order, tagged 'weights'. */
-function fp32Base(dev: Device, cfg: LlamaConfig, weights: ReadonlyMap<string, Float32Array>): FrozenBase {
+/** The base as device tensors, one per parameter in graph order, tagged 'weights': fp32, or 16-bit cast up in the graph. */
+function floatBase(dev: Device, cfg: LlamaConfig, weights: ReadonlyMap<string, Float32Array>, dtype: FinetunePrecision): FrozenBase {
   const values = fromHfWeights(cfg, weights);
   const specs = paramSpecs(cfg);
   const feeds: Tensor[] = [];
   try {
-    specs.forEach((s, i) => feeds.push(dev.tensor(values[i], s.shape, 'fp32', { tag: 'weights', label: s.name })));
+    specs.forEach((s, i) => feeds.push(dev.tensor(values[i], s.shape, dtype, { tag: 'weights', label: s.name })));
   } catch (e) {
     for (const t of feeds) t.dispose();
     throw e;
   }
-  return { feeds, supply: fp32Param, weights: async () => toHfWeights(cfg, feeds), dispose: () => feeds.forEach((t) => t.dispose()) };
+  const supply = dtype === 'fp32' ? fp32Param : castParam(dtype);
+  return { feeds, supply, weights: async () => toHfWeights(cfg, feeds), dispose: () => feeds.forEach((t) => t.dispose()) };
 }
 
 /** Fine-tunes `base` on `corpus.train` by `opts.method`; the caller disposes the result. */
@@ -173,7 +183,7 @@ export async function finetune(dev: Device, base: BaseModel, corpus: Corpus, opt
   const made: { dispose(): void }[] = [];
   try {
     dev.memory.resetPeak();
-    const frozen = method === 'qlora' ? nf4Base(dev, cfg, base.weights, opts.qlora) : fp32Base(dev, cfg, base.weights);
+    const frozen = method === 'qlora' ? nf4Base(dev, cfg, base.weights, opts.qlora) : floatBase(dev, cfg, base.weights, opts.precision ?? 'fp32');
     made.push(frozen);
     const adapters = lora ? LoraAdapters.create(dev, cfg, lora) : null;
     if (adapters) made.push(adapters);

@@ -86,6 +86,15 @@ export type ParamSupplier = (g: Graph, spec: ParamSpec) => Value;
 /** The default supplier: the parameter is an fp32 graph input named by its Hugging Face name. */
 export const fp32Param: ParamSupplier = (g, s) => g.input(s.name, 'fp32', s.shape);
 
+/**
+ * Mixed precision (Micikevicius et al. 2018): the parameter is a 16-bit graph input, cast to fp32 for the arithmetic;
+ * its gradient comes back in 16 bits through the Cast, and AdamW keeps the fp32 master copy.
+ */
+export const castParam =
+  (dtype: 'fp16' | 'bf16'): ParamSupplier =>
+  (g, s) =>
+    g.op('Cast', [g.input(s.name, dtype, s.shape)], { to: 'fp32' })[0];
+
 /** The projections of a decoder block that can carry a low-rank adapter. */
 export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 export type ProjectionName = (typeof PROJECTIONS)[number];
@@ -117,6 +126,8 @@ export interface LossGraph {
   /** Each parameter's value as the supplier gave it, in paramSpecs order (a graph input with the default). */
   params: Value[];
   /** Each adapter's A [in, r] and B [r, out] inputs, in the order of opts.adapters. */
+  /** The graph input each parameter's supplier declared (null where it declared none or several). */
+  leaves: (Value | null)[];
   adapters: { A: Value; B: Value }[];
   tables: Tensor[];
 }
@@ -134,7 +145,14 @@ export function lossGraph(cfg: LlamaConfig, dev: Device, opts: LossGraphOptions 
   const labels = g.input('labels', 'int32', ['batch', 'seq']);
   const supply = opts.supply ?? fp32Param;
   const specs = paramSpecs(cfg);
-  const params = specs.map((s) => supply(g, s));
+  // The one graph input each parameter's supplier declared, if it declared exactly one: what full fine-tuning trains.
+  const leaves: (Value | null)[] = [];
+  const params = specs.map((s) => {
+    const before = g.inputs.length;
+    const v = supply(g, s);
+    leaves.push(g.inputs.length === before + 1 ? g.inputs[before] : null);
+    return v;
+  });
   params.forEach((v, i) => {
     if (v.shape.join() !== specs[i].shape.join() || v.dtype !== 'fp32') {
       throw new ShapeError('lossGraph', [specs[i].shape, v.shape], `the supplier gave ${specs[i].name} as ${v.dtype}; it must be fp32 [${specs[i].shape.join(', ')}]`);
@@ -171,17 +189,22 @@ export function lossGraph(cfg: LlamaConfig, dev: Device, opts: LossGraphOptions 
   const logits = decoder(g, cfg, w, tokens, positions, causalAttention(g, cfg));
   const [loss] = g.op('SoftmaxCrossEntropyLoss', [logits, labels], { reduction: opts.reduction ?? 'mean' });
   g.output(loss);
-  return { graph: g, loss, params, adapters, tables };
+  return { graph: g, loss, params, leaves, adapters, tables };
 }
 
 /**
  * The backward graph of lossGraph: outputs the loss, then d loss / d value for every trainable value in order. With
  * adapters only their A and B are trainable (A0, B0, A1, B1, ...: LoRA, the base frozen, no gradient for it);
- * without, every parameter (full fine-tuning, which needs the default supplier: a parameter must be an input).
+ * without, every parameter (full fine-tuning: the graph input its supplier declared, fp32 or 16-bit as castParam does).
  */
 export function trainingGraph(cfg: LlamaConfig, dev: Device, opts: Omit<LossGraphOptions, 'reduction'> = {}): { graph: Graph; tables: Tensor[] } {
-  const { graph, loss, params, adapters, tables } = lossGraph(cfg, dev, opts);
-  const trainable = adapters.length > 0 ? adapters.flatMap((a) => [a.A, a.B]) : params;
+  const { graph, loss, leaves, adapters, tables } = lossGraph(cfg, dev, opts);
+  const missing = paramSpecs(cfg).find((_, i) => leaves[i] === null);
+  if (adapters.length === 0 && missing) {
+    for (const t of tables) t.dispose();
+    throw new ShapeError('trainingGraph', [missing.shape], `full fine-tuning trains graph inputs, and the supplier gave ${missing.name} as no single input`);
+  }
+  const trainable = adapters.length > 0 ? adapters.flatMap((a) => [a.A, a.B]) : (leaves as Value[]);
   try {
     return { graph: backward(graph, loss, trainable, { name: `${graph.name} (backward)` }).graph, tables };
   } catch (e) {

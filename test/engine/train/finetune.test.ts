@@ -100,6 +100,24 @@ describe('finetune', () => {
     }
   });
 
+  it('full in mixed precision: bf16 weights and gradients, fp32 master weights and moments (2 + 2 + 12 bytes a parameter)', async () => {
+    const mixed = await finetune(dev, BASE, corpus, { ...RUN, method: 'full', precision: 'bf16' });
+    const full = await finetune(dev, BASE, corpus, { ...RUN, method: 'full' });
+    try {
+      expect(mixed.peakByTag.weights).toBe(2 * baseParams + ropeBytes);
+      expect(mixed.peakByTag.grads).toBe(2 * baseParams);
+      expect(mixed.peakByTag.optimizer).toBe(12 * baseParams);
+      // The same training in fp32 arithmetic from bf16-rounded weights: close to fp32's losses, not equal to them.
+      expect(mixed.losses.every(Number.isFinite)).toBe(true);
+      expect(mixed.losses[mixed.losses.length - 1]).toBeLessThan(mixed.losses[0]);
+      expect(Math.abs(mixed.losses[0] - full.losses[0])).toBeLessThan(2e-2);
+      expect(mixed.losses).not.toEqual(full.losses);
+    } finally {
+      mixed.dispose();
+      full.dispose();
+    }
+  });
+
   it('is deterministic from the seed; another seed gives other losses', async () => {
     const runs = [];
     for (const seed of [5, 5, 6]) runs.push(await finetune(dev, BASE, corpus, { ...RUN, heldOut: undefined, seed }));
@@ -192,6 +210,8 @@ describe('finetune refuses', () => {
     ['lr = 0', { lr: 0 }, 'need lr > 0'],
     ['minLr above lr', { minLr: 1 }, 'need lr > 0 and 0 <= minLr <= lr, got 0.01, 1'],
     ['a bad LoRA rank', { lora: { r: 0, alpha: 1 } }, 'r must be an integer >= 1, got 0'],
+    ['an unknown precision', { method: 'full', precision: 'int8' as never }, 'precision must be fp32, bf16 or fp16, got "int8"'],
+    ['a precision for qlora', { method: 'qlora', precision: 'bf16' }, "'qlora' stores its base in 4 bits"],
     ['bad AdamW options (passed through)', { adamw: { betas: [1.5, 0.9] } }, 'AdamW: betas must lie in [0, 1)'],
   ];
   for (const [what, change, message] of cases) {
