@@ -117,7 +117,7 @@ export interface FinetuneResult {
   stepMs: number[];
   /** Median of stepMs past the first step (which compiles the sessions). */
   medianStepMs: number;
-  /** The tracker's peak bytes by tag over the run (the device's peak is reset as it starts), the base's weights included. */
+  /** Each tag's peak bytes over the run above what was live when it started: what this run allocated, its base's weights included. */
   peakByTag: BytesByTag;
   trainableParams: number;
   /** Parameters of the base model. */
@@ -182,7 +182,10 @@ export async function finetune(dev: Device, base: BaseModel, corpus: Corpus, opt
   if (lora) resolveLora(cfg, lora); // refuses a bad adapter config before the base is allocated
   const made: { dispose(): void }[] = [];
   try {
+    // What this run allocates: the peak of each tag above what was already live when it started (a model or
+    // another run's result may share the device).
     dev.memory.resetPeak();
+    const liveAtStart = dev.memory.liveByTag();
     const frozen = method === 'qlora' ? nf4Base(dev, cfg, base.weights, opts.qlora) : floatBase(dev, cfg, base.weights, opts.precision ?? 'fp32');
     made.push(frozen);
     const adapters = lora ? LoraAdapters.create(dev, cfg, lora) : null;
@@ -234,7 +237,8 @@ export async function finetune(dev: Device, base: BaseModel, corpus: Corpus, opt
       stepMs.push(ms);
       opts.onStep?.({ step: step + 1, loss, lr, stepMs: ms, memory: dev.memory.snapshot().byTag });
     }
-    const peakByTag = dev.memory.peakByTag();
+    const peak = dev.memory.peakByTag();
+    const peakByTag = Object.fromEntries(Object.entries(peak).map(([tag, b]) => [tag, Math.max(0, b - (liveAtStart[tag as keyof BytesByTag] ?? 0))])) as BytesByTag;
     const paging = opt.paging();
     // Only what the held-out measure and the caller need stays: the optimizer's state and the graph's tables go now.
     for (const x of [positions, opt]) x.dispose();
