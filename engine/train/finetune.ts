@@ -19,7 +19,7 @@ import { loadLlamaConfig } from '../model/hf_config.ts';
 import { BUILTIN_DIR } from '../model/builtin.ts';
 import { AdamW, type AdamWOptions } from './adamw.ts';
 import type { PagingStats } from './paged_adamw.ts';
-import { runBackward } from './step.ts';
+import { trainStep } from './step.ts';
 import { BatchSampler, type Corpus } from './corpus.ts';
 import { castParam, fp32Param, fromHfWeights, paramSpecs, toHfWeights, trainingGraph, type LossGraphOptions, type ParamSupplier } from './lm_params.ts';
 import { heldOutLoss, learningRate, type TrainRecipe } from './trainer.ts';
@@ -220,14 +220,7 @@ export async function finetune(dev: Device, base: BaseModel, corpus: Corpus, opt
       const labels = dev.tensor(b.labels, [B, S], 'int32', { label: 'labels' });
       let loss: number;
       try {
-        const out = await runBackward(dev, graph, [tokens, positions, labels, ...frozen.feeds, ...(adapters?.params() ?? [])]);
-        try {
-          loss = out.loss;
-          if (!Number.isFinite(loss)) throw new ServelabError(`finetune: the loss is ${loss} at step ${step}; no update was made`);
-          await opt.step(out.grads, lr);
-        } finally {
-          out.dispose();
-        }
+        loss = await trainStep(dev, graph, [tokens, positions, labels, ...frozen.feeds, ...(adapters?.params() ?? [])], opt, lr, `finetune, step ${step}`);
       } finally {
         tokens.dispose();
         labels.dispose();

@@ -38,11 +38,14 @@ export async function runBackward(dev: Device, graph: Graph, feeds: readonly Ten
   };
 }
 
-/** One step: gradients at `feeds`, then the optimizer's update; returns the loss before the update. */
-export async function trainStep(dev: Device, graph: Graph, feeds: readonly Tensor[], opt: AdamW, lr?: number): Promise<number> {
+/**
+ * One step: gradients at `feeds`, then the optimizer's update; returns the loss before the update. A loss that is not
+ * finite makes no update and throws, its message led by `where` (default 'trainStep').
+ */
+export async function trainStep(dev: Device, graph: Graph, feeds: readonly Tensor[], opt: AdamW, lr?: number, where = 'trainStep'): Promise<number> {
   const out = await runBackward(dev, graph, feeds);
   try {
-    if (!Number.isFinite(out.loss)) throw new ServelabError(`trainStep: the loss is ${out.loss}; no update was made`);
+    if (!Number.isFinite(out.loss)) throw new ServelabError(`${where}: the loss is ${out.loss}; no update was made`);
     await opt.step(out.grads, lr);
     return out.loss;
   } finally {

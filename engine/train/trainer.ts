@@ -13,7 +13,7 @@ import { throwIfAborted } from '../abort.ts';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { AdamW } from './adamw.ts';
-import { runBackward } from './step.ts';
+import { trainStep } from './step.ts';
 import { BatchSampler, evalBatches, type Corpus } from './corpus.ts';
 import { Rng, type RngState } from './rng.ts';
 import { initParams, lossGraph, paramSpecs, trainingGraph, type LossGraphOptions } from './lm_params.ts';
@@ -120,14 +120,7 @@ export async function train(dev: Device, recipe: TrainRecipe, corpus: Corpus, op
       const labels = dev.tensor(batch.labels, [B, S], 'int32', { label: 'labels' });
       let loss: number;
       try {
-        const out = await runBackward(dev, graph, [tokens, positions, labels, ...params]);
-        try {
-          loss = out.loss;
-          if (!Number.isFinite(loss)) throw new ServelabError(`train: the loss is ${loss} at step ${state.step}; no update was made`);
-          await opt.step(out.grads, lr);
-        } finally {
-          out.dispose();
-        }
+        loss = await trainStep(dev, graph, [tokens, positions, labels, ...params], opt, lr, `train, step ${state.step}`);
       } finally {
         tokens.dispose();
         labels.dispose();

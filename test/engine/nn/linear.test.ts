@@ -13,22 +13,12 @@ import {
   createDevice, DeviceError, dequantizeInt4, Graph, Linear, LINEAR_FORMATS, QuantizationError, ShapeError, webgpuUnavailable,
   type Device, type Int4Weight, type LinearFormat, type Tensor,
 } from '../../../engine/index.ts';
+import { gaussian } from '../../helpers/gaussian.ts';
 
 const K = 64;
 const N = 48;
 const M = 15;
 
-/** Seeded N(0, 1) (mulberry32 + Box-Muller). */
-function gaussian(n: number, seed: number): number[] {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 const xv = gaussian(M * K, 1);
 const wv = gaussian(K * N, 2).map((v) => v / 8);

@@ -10,22 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevice, Graph, Linear, QuantizationError, type Device, type Nf4Weight, type Tensor } from '../../../engine/index.ts';
 import { bitsPerParameter, codebookDequantize, codebookQuantize, doubleDequantize, doubleQuantize, FP4, NF4, NonFiniteBlockError, nf4WeightBytes, addNf4Weight } from '../../../engine/quant/index.ts';
 import { loadModel } from '../../../engine/model/checkpoint.ts';
+import { gaussian } from '../../helpers/gaussian.ts';
 
 const K = 128;
 const N = 48;
 const M = 6;
 
-/** Seeded N(0, 1) (mulberry32 + Box-Muller). */
-function gaussian(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 const xv = gaussian(M * K, 11);
 const wv = gaussian(K * N, 12).map((v) => v / 8);

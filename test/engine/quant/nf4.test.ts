@@ -11,6 +11,7 @@ import {
   nf4Dequantize, nf4Quantize, packNibbles, repack, unpackNibbles, type Codebook4,
 } from '../../../engine/quant/index.ts';
 import { bf16ToFp32, openCheckpoint } from '../../../engine/index.ts';
+import { gaussian } from '../../helpers/gaussian.ts';
 
 interface Coded { codes: number[]; bitsandbytes: number[]; onnxruntime: number[]; absmax: number[]; dequantized: number[] }
 interface Case { name: string; blockSize: number; x: number[]; nf4: Coded; fp4: Coded; int4: Coded }
@@ -20,17 +21,6 @@ const FIX = JSON.parse(readFileSync(new URL('../../fixtures/nf4/cases.json', imp
 };
 const BOOKS: Record<'nf4' | 'fp4' | 'int4', Codebook4> = { nf4: NF4, fp4: FP4, int4: INT4_ABSMAX };
 
-/** Seeded N(0, 1) (mulberry32 + Box-Muller). */
-function gaussian(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 describe('code tables', () => {
   it('NF4 levels and thresholds are bitsandbytes\' (kernels.cu, QLoRA Appendix E), as float32', () => {

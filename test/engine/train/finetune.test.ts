@@ -22,6 +22,8 @@ import { LoraError } from '../../../engine/train/lora.ts';
 import { quantizedNames } from '../../../engine/train/qlora.ts';
 import { nf4Dequantize, nf4Quantize } from '../../../engine/quant/nf4.ts';
 import { doubleDequantize, doubleQuantize } from '../../../engine/quant/double_quant.ts';
+import { hfShapes } from '../../../engine/model/config.ts';
+import { nf4WeightBytes } from '../../../engine/quant/nf4_nodes.ts';
 
 const CFG: LlamaConfig = { ...TINY_LLAMA, vocabSize: 258, maxPositions: 32, intermediateSize: 128 };
 const BASE: BaseModel = { cfg: CFG, weights: randomWeights(CFG, 3) };
@@ -168,9 +170,12 @@ describe('finetune', () => {
       expect(q.trainableParams).toBe(l.trainableParams);
       expect(q.peakByTag.grads).toBe(4 * q.trainableParams);
       expect(q.peakByTag.optimizer).toBe(8 * q.trainableParams);
-      // The 4-bit base holds about 0.52 byte per linear weight (a code, an 8-bit absmax per 64, tables).
-      const linearWeights = [...names].reduce((n, k) => n + BASE.weights.get(k)!.length, 0);
-      expect(l.peakByTag.weights - q.peakByTag.weights).toBeGreaterThan(3.3 * linearWeights);
+      // Each linear's 4 bytes a weight became NF4's codes, 8-bit absmax, scales, mean, map and levels; nothing else differs.
+      const saved = [...names].reduce((n, k) => {
+        const [out, inF] = hfShapes(CFG).get(k)!;
+        return n + 4 * out * inF - nf4WeightBytes(inF, out, { doubleQuant: true });
+      }, 0);
+      expect(l.peakByTag.weights - q.peakByTag.weights).toBe(saved);
       // At B = 0 QLoRA computes the fp32 model over the NF4-rounded weights.
       const rounded = fromHfWeights(CFG, seen).map((v, i) => dev.tensor(v, paramSpecs(CFG)[i].shape, 'fp32'));
       const want = await heldOutLoss(dev, CFG, rounded, OLD, 32, 4);
