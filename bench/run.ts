@@ -16,6 +16,8 @@ import { benchThreads, printThreads, type ThreadsBench } from './threads.ts';
 import { benchModel, printModel, type ModelBench } from './model.ts';
 import { benchKv, kvTargets, printKv, type KvBench } from './kv.ts';
 import { benchServe, printServe, serveTargets, type ServeBench } from './serve.ts';
+import { benchTrain, printTrain, trainTargets, type TrainBench } from './train.ts';
+import { benchKernel, kernelTargets, printKernel, type KernelBench } from './kernel.ts';
 
 const NO_VNNI = 'this CPU has no VNNI (avx512_vnni or avx_vnni)';
 
@@ -45,6 +47,10 @@ export interface BenchReport {
   kv: KvBench;
   /** Serving: continuous against static batching, paged against contiguous memory, prefix caching, preemption, load. */
   serve: ServeBench;
+  /** Training quantization: full fine-tuning, LoRA by rank and QLoRA on the built-in model; merging; paged AdamW. */
+  train: TrainBench;
+  /** The Jupyter kernel: start, cell latency by kind, resident set after start and over many cells. */
+  kernel: KernelBench;
   targets: Target[];
   date: string;
   versions: Record<string, string>;
@@ -82,6 +88,10 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   const kv = await benchKv(kind, { quick: opts.quick });
   log('  serve: the serving engine ...');
   const serve = await benchServe(kind, { quick: opts.quick });
+  log('  train: full fine-tuning, LoRA and QLoRA ...');
+  const train = await benchTrain(kind, { quick: opts.quick, log });
+  log('  kernel: the Jupyter kernel ...');
+  const kernel = await benchKernel({ cells: opts.quick ? 10 : 20, growthCells: opts.quick ? 400 : 1000 });
   const report: BenchReport = {
     machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
     device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },
@@ -93,6 +103,8 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
     model,
     kv,
     serve,
+    train,
+    kernel,
     targets: [],
     date: new Date().toISOString(),
     versions: { node: process.versions.node, onnxruntime: (await import('onnxruntime-node')).env.versions.node ?? '' },
@@ -152,6 +164,8 @@ export function checkTargets(rep: BenchReport): Target[] {
   if (rep.model) t.push(...modelTargets(rep.model));
   if (rep.kv) t.push(...kvTargets(rep.kv));
   if (rep.serve) t.push(...serveTargets(rep.serve));
+  if (rep.train) t.push(...trainTargets(rep.train));
+  if (rep.kernel) t.push(...kernelTargets(rep.kernel));
   return t;
 }
 
@@ -241,6 +255,8 @@ export function printReport(rep: BenchReport): void {
   if (rep.model) out.push(...printModel(rep.model));
   if (rep.kv) out.push(...printKv(rep.kv));
   if (rep.serve) out.push(...printServe(rep.serve));
+  if (rep.train) out.push(...printTrain(rep.train));
+  if (rep.kernel) out.push(...printKernel(rep.kernel));
   out.push('\ntargets:');
   for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);
   console.log(out.join('\n'));

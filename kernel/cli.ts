@@ -1,6 +1,6 @@
 /** The `servelab` command: kernel, build, report, train, generate, eval, serve, device, bench and gpu-check, each with its own `--help`. */
 import { parseArgs } from 'node:util';
-import { ServelabError } from '../engine/index.ts';
+import { ServelabError } from '../engine/errors.ts';
 import { COMMANDS, commandUsage, usage, wantsHelp } from './commands/usage.ts';
 
 export async function main(argv: string[]): Promise<number> {

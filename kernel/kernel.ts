@@ -4,17 +4,18 @@
  * interrupt lands, while a cell keeps the main thread busy.
  */
 import { Worker } from 'node:worker_threads';
+import { setFlagsFromString } from 'node:v8';
+import { createRequire } from 'node:module';
 import { inspect } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { dirname, join, resolve } from 'node:path';
 import { Publisher, Router } from 'zeromq';
-import ts from 'typescript';
 import { decode, encode, header, MalformedMessage, PROTOCOL_VERSION, Signer, type Message } from './protocol/message.ts';
 import { endpoint, type ConnectionInfo } from './protocol/connection.ts';
-import { Executor } from './exec/executor.ts';
+import type { Executor } from './exec/executor.ts';
 import { kernelConsole } from './exec/runtime.ts';
-import { isComplete } from './exec/complete.ts';
+import { registerKernelStructures } from './exec/memory.ts';
 import { CommRegistry } from './comm.ts';
 import { setSink, type DisplayOptions, type MimeBundle } from './display/sink.ts';
 import { toMimeBundle, truncateText } from './display/mime.ts';
@@ -22,6 +23,12 @@ import { closeLiveCharts } from './display/live.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const VERSION = '0.1.0';
+/** The compiler's version for kernel_info, read from its package.json: loading the compiler waits until after the first reply. */
+const TS_VERSION = (createRequire(import.meta.url)('typescript/package.json') as { version: string }).version;
+/** Heap growth allowed past the live size before a full collection (V8 picks up to 300% on its own). */
+const HEAP_GROWING_PERCENT = 20;
+/** If no request comes first, the checker starts warming this long after the sockets are up. */
+const WARM_AFTER_MS = 300;
 /** Stream output one cell may print before the rest is cut with a notice (a runaway print loop must not flood the client). */
 const STREAM_LIMIT = 1 << 20;
 
@@ -57,7 +64,11 @@ export class Kernel {
   private readonly shellOut = new Outbox(this.shell);
   private readonly iopubOut = new Outbox(this.iopub);
   private worker!: Worker;
-  private readonly executor: Executor;
+  private executorP: Promise<Executor> | null = null;
+  private executorModule: Promise<typeof import('./exec/executor.ts')> | null = null;
+  private executor: Executor | null = null;
+  private readonly cwd: string;
+  private readonly prelude: string;
   readonly comms: CommRegistry;
   private executionCount = 0;
   /** [session, line, input, output text] of every stored execution. */
@@ -71,32 +82,72 @@ export class Kernel {
     opts: KernelOptions = {},
   ) {
     this.signer = new Signer(conn.key, conn.signature_scheme);
-    this.executor = new Executor(opts.cwd ?? process.cwd(), { servelab: join(ROOT, 'engine', 'index.ts') }, opts.prelude ?? '');
+    this.cwd = opts.cwd ?? process.cwd();
+    this.prelude = opts.prelude ?? '';
     Object.assign(globalThis, opts.globals ?? {});
+    registerKernelStructures(() => ({
+      executionCount: this.executionCount,
+      history: { entries: this.history.length, chars: this.history.reduce((n, [, , input, output]) => n + input.length + (output?.length ?? 0), 0) },
+      ...(this.executor?.structures() ?? { sourceMaps: { cells: 0, chars: 0 }, checker: null, compilerCache: { file: null, hit: false } }),
+    }));
     this.comms = new CommRegistry({ send: (type, content) => this.commParent && this.publish(type, content, this.commParent) });
   }
 
   async start(): Promise<void> {
-    await this.shell.bind(endpoint(this.conn, this.conn.shell_port));
-    await this.iopub.bind(endpoint(this.conn, this.conn.iopub_port));
-    await this.stdin.bind(endpoint(this.conn, this.conn.stdin_port));
+    // Each cell leaves the previous cell's type-checker program behind: a few MB that lived long enough to reach the
+    // old generation. V8 lets the heap grow to several times what is live before collecting it; a smaller growth
+    // factor collects sooner and keeps the resident set flat across a long notebook (more, shorter collections).
+    setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+    // SIGINT (from the worker, or from a Jupyter client in signal mode) interrupts the running cell; without a
+    // handler it would end the process.
+    process.on('SIGINT', () => this.executor?.interrupt());
+    process.on('uncaughtException', (e) => this.orphanError(e));
+    process.on('unhandledRejection', (e) => this.orphanError(e));
+    // The executor's modules load on the loader thread meanwhile; the compiler itself waits for the first reply.
+    this.executorModule = import('./exec/executor.ts');
+    // The control thread boots (its own isolate, its own zeromq) while this one binds its sockets and starts
+    // answering: a client's kernel_info need not wait for it, and a control request sent meanwhile waits in the
+    // client's queue until the control socket is bound.
     this.worker = new Worker(new URL('./protocol/control_worker.mjs', import.meta.url), {
       workerData: { controlUrl: endpoint(this.conn, this.conn.control_port), hbUrl: endpoint(this.conn, this.conn.hb_port) },
     });
-    await new Promise<void>((res, rej) => {
+    const controlReady = new Promise<void>((res, rej) => {
       this.worker.once('message', (m) => (m.type === 'ready' ? res() : rej(new Error('control worker failed'))));
       this.worker.once('error', rej);
     });
+    await Promise.all([this.shell.bind(endpoint(this.conn, this.conn.shell_port)), this.iopub.bind(endpoint(this.conn, this.conn.iopub_port)), this.stdin.bind(endpoint(this.conn, this.conn.stdin_port))]);
+    this.publish('status', { execution_state: 'starting' }, null);
+    void this.shellLoop();
+    await controlReady;
     this.worker.on('message', (m: { type: string; frames?: Uint8Array[] }) => {
       if (m.type === 'message') this.receive(m.frames!.map((f) => Buffer.from(f)), 'control');
     });
-    // SIGINT (from the worker, or from a Jupyter client in signal mode) interrupts the running cell; without a
-    // handler it would end the process.
-    process.on('SIGINT', () => this.executor.interrupt());
-    process.on('uncaughtException', (e) => this.orphanError(e));
-    process.on('unhandledRejection', (e) => this.orphanError(e));
-    this.publish('status', { execution_state: 'starting' }, null);
-    void this.shellLoop();
+    setTimeout(() => void this.cells(), WARM_AFTER_MS).unref();
+  }
+
+  /**
+   * The executor with a warm type checker: the compiler loaded, the first program (lib files, @types/node, the
+   * prelude) built and a cell checked. Made once, after the first reply or shortly after start, whichever is first,
+   * so that a client's kernel_info is answered before the compiler is loaded and the first cell finds it warm.
+   */
+  private cells(): Promise<Executor> {
+    this.executorP ??= (async () => {
+      // Each step yields first: a request that arrives meanwhile is read and queued, and kernel_info answered.
+      await new Promise((r) => setImmediate(r));
+      const { Executor } = await (this.executorModule ?? import('./exec/executor.ts'));
+      await new Promise((r) => setImmediate(r));
+      const ex = new Executor(this.cwd, { servelab: join(ROOT, 'engine', 'index.ts') }, this.prelude);
+      await new Promise((r) => setImmediate(r));
+      try {
+        ex.warm();
+      } catch (e) {
+        // Only the head start is lost: the first cell builds what the warm-up did not.
+        kernelConsole.error('servelab kernel: warm-up failed:', e);
+      }
+      this.executor = ex;
+      return ex;
+    })();
+    return this.executorP;
   }
 
   private async shellLoop(): Promise<void> {
@@ -156,18 +207,18 @@ export class Kernel {
           break;
         case 'complete_request': {
           const code = String(c.code ?? '');
-          const { matches, start, end } = this.executor.completions(code, Number(c.cursor_pos ?? code.length));
+          const { matches, start, end } = (await this.cells()).completions(code, Number(c.cursor_pos ?? code.length));
           this.reply(msg, channel, 'complete_reply', { status: 'ok', matches, cursor_start: start, cursor_end: end, metadata: {} });
           break;
         }
         case 'inspect_request': {
           const code = String(c.code ?? '');
-          const text = this.executor.inspect(code, Number(c.cursor_pos ?? code.length));
+          const text = (await this.cells()).inspect(code, Number(c.cursor_pos ?? code.length));
           this.reply(msg, channel, 'inspect_reply', { status: 'ok', found: text !== null, data: text ? { 'text/plain': text } : {}, metadata: {} });
           break;
         }
         case 'is_complete_request':
-          this.reply(msg, channel, 'is_complete_reply', isComplete(String(c.code ?? '')));
+          this.reply(msg, channel, 'is_complete_reply', (await import('./exec/complete.ts')).isComplete(String(c.code ?? '')));
           break;
         case 'history_request':
           this.reply(msg, channel, 'history_reply', { status: 'ok', history: this.historyFor(c) });
@@ -187,7 +238,7 @@ export class Kernel {
           this.comms.close(String(c.comm_id), c.data);
           break;
         case 'interrupt_request':
-          this.executor.interrupt();
+          this.executor?.interrupt();
           this.reply(msg, channel, 'interrupt_reply', { status: 'ok' });
           break;
         case 'shutdown_request':
@@ -203,6 +254,8 @@ export class Kernel {
       kernelConsole.error(`servelab kernel: ${type} failed:`, e);
     } finally {
       if (!this.closing) this.publish('status', { execution_state: 'idle' }, msg);
+      // The first request answered, the checker warms while the client reads the reply.
+      if (!this.closing) void this.cells();
     }
   }
 
@@ -214,19 +267,20 @@ export class Kernel {
       implementation_version: VERSION,
       language_info: {
         name: 'typescript',
-        version: ts.version,
+        version: TS_VERSION,
         mimetype: 'text/typescript',
         file_extension: '.ts',
         pygments_lexer: 'typescript',
         codemirror_mode: { name: 'javascript', typescript: true },
       },
-      banner: `servelab ${VERSION}: TypeScript ${ts.version} on Node ${process.versions.node}, cells type-checked against earlier cells`,
+      banner: `servelab ${VERSION}: TypeScript ${TS_VERSION} on Node ${process.versions.node}, cells type-checked against earlier cells`,
       help_links: [],
       debugger: false,
     };
   }
 
   private async execute(msg: Message, channel: 'shell' | 'control'): Promise<void> {
+    const executor = await this.cells();
     const c = msg.content as { code?: string; silent?: boolean; store_history?: boolean };
     const code = String(c.code ?? '');
     const silent = Boolean(c.silent);
@@ -247,7 +301,7 @@ export class Kernel {
       printed += text.length;
       this.publish('stream', { name, text }, msg);
     };
-    const cellSignal = () => this.executor.running?.controller.signal ?? new AbortController().signal;
+    const cellSignal = () => executor.running?.controller.signal ?? new AbortController().signal;
     setSink({
       display: (bundle: MimeBundle, opts: DisplayOptions = {}) => {
         const transient = opts.displayId ? { display_id: opts.displayId } : {};
@@ -259,7 +313,7 @@ export class Kernel {
       },
     });
     try {
-      const out = await this.executor.execute(code, count, { stream, lateError: (e) => this.lateError(e, msg) });
+      const out = await executor.execute(code, count, { stream, lateError: (e) => this.lateError(e, msg) });
       // A live chart the cell left open publishes its final state now, before the reply and the idle status.
       closeLiveCharts();
       if (out.status === 'ok') {
@@ -280,12 +334,16 @@ export class Kernel {
 
   /** An exception in a callback a finished cell left behind: shown under that cell, the kernel carries on. */
   private lateError(e: unknown, parent: Parent): void {
-    const err = this.executor.errorOutcome(e);
+    const err = this.executor!.errorOutcome(e);
     this.publish('stream', { name: 'stderr', text: `${err.traceback.join('\n')}\n` }, parent);
   }
 
   /** An error nobody caught (a rejected promise nobody awaited): reported, never fatal. */
   private orphanError(e: unknown): void {
+    if (!this.executor) {
+      kernelConsole.error('servelab kernel: uncaught', e);
+      return;
+    }
     const err = this.executor.errorOutcome(e);
     kernelConsole.error(`servelab kernel: uncaught ${err.traceback.join('\n')}`);
     const run = this.executor.running;
@@ -321,7 +379,7 @@ export class Kernel {
   /** Orderly: outputs drained, sockets closed, the control thread gone, then exit (zeromq must not be torn down mid-close). */
   async shutdown(): Promise<void> {
     this.closing = true;
-    this.executor.interrupt();
+    this.executor?.interrupt();
     // In this order: a reply waits for IOPub to drain, then joins the shell queue.
     await this.iopubOut.drain();
     await this.shellOut.drain();

@@ -1,8 +1,9 @@
 /** is_complete for TypeScript: a cell that ends inside an open block, call, string or template is incomplete. */
-import ts from 'typescript';
+import { typescript } from './typescript.ts';
 
 export function isComplete(code: string): { status: 'complete' | 'incomplete' | 'invalid'; indent?: string } {
   if (code.trim() === '') return { status: 'complete' };
+  const ts = typescript();
   const out = ts.transpileModule(code, { reportDiagnostics: true, compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext } });
   const errs = (out.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
   if (errs.length === 0) return { status: 'complete' };

@@ -3,7 +3,9 @@ import vm from 'node:vm';
 import { TraceMap, originalPositionFor } from '@jridgewell/trace-mapping';
 import { CellChecker, type CellDiagnostic } from './typecheck.ts';
 import { convertCell, IMPORT_FN } from './transform.ts';
-import { withSignal } from '../../engine/index.ts';
+import { compilerCache, saveCompilerCache } from './typescript.ts';
+import type { KernelStructures } from './memory.ts';
+import { withSignal } from '../../engine/abort.ts';
 import { cancelRun, cellContext, installRuntime, makeImporter, type CellRun } from './runtime.ts';
 
 export type Outcome =
@@ -18,7 +20,11 @@ export interface RunHooks {
 
 export class Executor {
   private readonly checker: CellChecker;
-  private readonly maps = new Map<string, { map: TraceMap; code: string }>();
+  /**
+   * Each cell's source map, for tracebacks through functions it defined; kept as the encoded string the compiler
+   * wrote (tens of bytes a line) and decoded only when an error passes through the cell.
+   */
+  private readonly maps = new Map<string, { map: string | TraceMap; code: string }>();
   private current: CellRun | null = null;
 
   constructor(
@@ -33,6 +39,36 @@ export class Executor {
     (globalThis as Record<string, unknown>)[IMPORT_FN] = makeImporter(cwd, aliases);
   }
 
+  /**
+   * Builds the checker's first program and checks and converts a typical cell, so that the first real cell finds
+   * the compiler warm; then saves the compiler's bytecode for the next kernel.
+   */
+  warm(): void {
+    // The kinds of statement cells are made of, so the compiler's code for them is compiled (and cached for the
+    // next kernel) now; and the globals nearly every notebook uses, so their modules are read now.
+    const cell = [
+      'interface Point { x: number; label?: string }',
+      'type Pair<T> = [T, T];',
+      'class Counter { n = 0; add(k: number): this { this.n += k; return this; } }',
+      'function norm(p: Point): number { return Math.hypot(p.x, p.label?.length ?? 0); }',
+      'const pts: Point[] = [1, 2].map((x) => ({ x }));',
+      'const pair: Pair<string> = [`${pts.length}`, String(norm(pts[0]))];',
+      'for (const p of pts) console.log(p.x, process.cwd());',
+      'const kinds = [typeof display, typeof md, typeof table, typeof lab, new Counter().add(1).n];',
+      'await Promise.resolve([pair, kinds])',
+    ].join('\n');
+    if (this.typecheck) this.checker.warm(cell);
+    convertCell(cell, 'warm.ts');
+    saveCompilerCache();
+  }
+
+  /** The executor's share of `lab.kernelMemory()`. */
+  structures(): Pick<KernelStructures, 'sourceMaps' | 'checker' | 'compilerCache'> {
+    let chars = 0;
+    for (const { map, code } of this.maps.values()) chars += code.length + (typeof map === 'string' ? map.length : 0);
+    return { sourceMaps: { cells: this.maps.size, chars }, checker: this.typecheck ? this.checker.stats() : null, compilerCache: compilerCache() };
+  }
+
   get running(): CellRun | null {
     return this.current;
   }
@@ -45,7 +81,7 @@ export class Executor {
       if (diags.length) return typeError(file, code, diags);
     }
     const { js, map } = convertCell(code, `${file}.ts`);
-    this.maps.set(file, { map: new TraceMap(map), code });
+    this.maps.set(file, { map, code });
     const run: CellRun = { count, controller: new AbortController(), timers: new Set(), cancelled: false, stream: hooks.stream, lateError: hooks.lateError };
     this.current = run;
     try {
@@ -103,7 +139,8 @@ export class Executor {
       }
       inCell = true;
       const cell = this.maps.get(m[1]);
-      const pos = cell ? originalPositionFor(cell.map, { line: Number(m[2]), column: Number(m[3]) - 1 }) : null;
+      if (cell && typeof cell.map === 'string') cell.map = new TraceMap(cell.map);
+      const pos = cell ? originalPositionFor(cell.map as TraceMap, { line: Number(m[2]), column: Number(m[3]) - 1 }) : null;
       const line = pos?.line ?? null;
       const src = line !== null ? cell?.code.split('\n')[line - 1] : undefined;
       // The wrapper that makes top-level await work has no line of its own in the cell.

@@ -3,7 +3,8 @@
  * (so later cells see them and may redeclare them), imports become dynamic imports, the body runs inside an async
  * function (top-level await), and the last expression is returned as the cell's result.
  */
-import ts from 'typescript';
+import type TS from 'typescript';
+import { typescript } from './typescript.ts';
 
 export interface Converted {
   /** The script to run; evaluates to a Promise of the cell's last expression (undefined if none). */
@@ -16,13 +17,15 @@ export interface Converted {
 
 export const IMPORT_FN = '__servelab_import';
 
-function names(n: ts.BindingName, out: string[]): void {
+function names(n: TS.BindingName, out: string[]): void {
+  const ts = typescript();
   if (ts.isIdentifier(n)) out.push(n.text);
   else for (const e of n.elements) if (!ts.isOmittedExpression(e)) names(e.name, out);
 }
 
 /** Binding pattern -> assignment target ({a, b: [c]} stays a pattern, identifiers stay identifiers). */
-function toTarget(f: ts.NodeFactory, n: ts.BindingName): ts.Expression {
+function toTarget(f: TS.NodeFactory, n: TS.BindingName): TS.Expression {
+  const ts = typescript();
   if (ts.isIdentifier(n)) return f.createIdentifier(n.text);
   if (ts.isObjectBindingPattern(n)) {
     return f.createObjectLiteralExpression(
@@ -31,8 +34,8 @@ function toTarget(f: ts.NodeFactory, n: ts.BindingName): ts.Expression {
         if (e.dotDotDotToken) return f.createSpreadAssignment(toTarget(f, e.name));
         const key = e.propertyName ?? (ts.isIdentifier(e.name) ? e.name : undefined);
         return key && !(ts.isIdentifier(e.name) && !e.propertyName && !e.initializer)
-          ? f.createPropertyAssignment(key as ts.PropertyName, target)
-          : f.createShorthandPropertyAssignment((e.name as ts.Identifier).text, e.initializer);
+          ? f.createPropertyAssignment(key as TS.PropertyName, target)
+          : f.createShorthandPropertyAssignment((e.name as TS.Identifier).text, e.initializer);
       }),
     );
   }
@@ -46,14 +49,15 @@ function toTarget(f: ts.NodeFactory, n: ts.BindingName): ts.Expression {
   );
 }
 
-function importToStatements(f: ts.NodeFactory, d: ts.ImportDeclaration, declared: string[]): ts.Statement[] {
-  const spec = (d.moduleSpecifier as ts.StringLiteral).text;
+function importToStatements(f: TS.NodeFactory, d: TS.ImportDeclaration, declared: string[]): TS.Statement[] {
+  const ts = typescript();
+  const spec = (d.moduleSpecifier as TS.StringLiteral).text;
   const load = f.createAwaitExpression(f.createCallExpression(f.createIdentifier(IMPORT_FN), undefined, [f.createStringLiteral(spec)]));
   const clause = d.importClause;
   if (!clause) return [f.createExpressionStatement(load)];
   const mod = f.createUniqueName('mod');
-  const out: ts.Statement[] = [f.createVariableStatement(undefined, f.createVariableDeclarationList([f.createVariableDeclaration(mod, undefined, undefined, load)], ts.NodeFlags.Const))];
-  const assign = (name: string, value: ts.Expression) => {
+  const out: TS.Statement[] = [f.createVariableStatement(undefined, f.createVariableDeclarationList([f.createVariableDeclaration(mod, undefined, undefined, load)], ts.NodeFlags.Const))];
+  const assign = (name: string, value: TS.Expression) => {
     declared.push(name);
     out.push(f.createExpressionStatement(f.createAssignment(f.createIdentifier(name), value)));
   };
@@ -67,11 +71,12 @@ function importToStatements(f: ts.NodeFactory, d: ts.ImportDeclaration, declared
 }
 
 /** Runs after TypeScript erased the types: statements are plain JavaScript. */
-function topLevel(declared: string[]): ts.TransformerFactory<ts.SourceFile> {
+function topLevel(declared: string[]): TS.TransformerFactory<TS.SourceFile> {
+  const ts = typescript();
   return (ctx) => (sf) => {
     const f = ctx.factory;
-    const hoisted: ts.Statement[] = [];
-    const body: ts.Statement[] = [];
+    const hoisted: TS.Statement[] = [];
+    const body: TS.Statement[] = [];
     for (const s of sf.statements) {
       // The "use strict" prologue the emitter adds is not the cell's last expression (a cell that is just a
       // string, like "servelab", is).
@@ -89,7 +94,7 @@ function topLevel(declared: string[]): ts.TransformerFactory<ts.SourceFile> {
       } else if (ts.isFunctionDeclaration(s) && s.name) {
         // Function declarations are hoisted: define them before the rest of the body runs.
         declared.push(s.name.text);
-        const fn = f.createFunctionExpression(s.modifiers?.filter((m) => m.kind === ts.SyntaxKind.AsyncKeyword) as ts.Modifier[], s.asteriskToken, s.name, s.typeParameters, s.parameters, s.type, s.body!);
+        const fn = f.createFunctionExpression(s.modifiers?.filter((m) => m.kind === ts.SyntaxKind.AsyncKeyword) as TS.Modifier[], s.asteriskToken, s.name, s.typeParameters, s.parameters, s.type, s.body!);
         hoisted.push(ts.setTextRange(f.createExpressionStatement(f.createAssignment(f.createIdentifier(s.name.text), fn)), s));
       } else if (ts.isClassDeclaration(s) && s.name) {
         declared.push(s.name.text);
@@ -111,11 +116,12 @@ function topLevel(declared: string[]): ts.TransformerFactory<ts.SourceFile> {
 const safe = (n: string) => /^[A-Za-z_$][\w$]*$/.test(n);
 
 export function convertCell(code: string, fileName: string): Converted {
+  const ts = typescript();
   const declared: string[] = [];
   // verbatimModuleSyntax keeps an import that this cell does not use: a later cell may.
   const out = ts.transpileModule(code, {
     fileName,
-    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext, sourceMap: true, inlineSources: true, removeComments: false, esModuleInterop: true, verbatimModuleSyntax: true },
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext, sourceMap: true, removeComments: false, esModuleInterop: true, verbatimModuleSyntax: true },
     transformers: { after: [topLevel(declared)] },
     reportDiagnostics: false,
   });

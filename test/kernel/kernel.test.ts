@@ -151,6 +151,8 @@ describe('servelab kernel', () => {
     const i = await k.request('inspect_request', { code: 'Math.max', cursor_pos: 8, detail_level: 0 });
     expect(i.content).toMatchObject({ status: 'ok', found: true });
     expect(String((i.content.data as Record<string, string>)['text/plain'])).toMatch(/max\(\.\.\.values: number\[\]\): number/);
+    // The documentation comes from the declaration's comment in lib.es5.d.ts.
+    expect(String((i.content.data as Record<string, string>)['text/plain'])).toContain('Returns the larger of a set of supplied numeric expressions.');
     for (const [code, status] of [['function f() {', 'incomplete'], ['const a = [1, 2,', 'incomplete'], ['1 + 1', 'complete'], ['const = ;', 'invalid']] as const) {
       expect((await k.request('is_complete_request', { code })).content.status, code).toBe(status);
     }
