@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Debian's Jupyter (server, classic notebook, client, nbclient, nbconvert,
-# ipykernel, jupyter_kernel_test) and chromium, which the kernel tests drive.
-# Exits at once when all of them are installed already.
+# ipykernel, jupyter_kernel_test), JupyterHub 3.0 and chromium, which the kernel tests drive.
+# Exits at once when all of them are installed already. The hub's proxy is the npm package
+# configurable-http-proxy (a devDependency, in node_modules/.bin), not Debian's.
 #
 # Usage: scripts/jupyter-deps.sh
 #
@@ -13,9 +14,10 @@ set -euo pipefail
 PACKAGES=(
   jupyter-server jupyter-notebook jupyter-client jupyter-nbconvert jupyter-nbformat
   python3-jupyter-kernel-test python3-nbclient python3-ipykernel
+  jupyterhub
   chromium
 )
-MODULES=jupyter_client,jupyter_kernel_test,nbclient,nbconvert,ipykernel
+MODULES=jupyter_client,jupyter_kernel_test,nbclient,nbconvert,ipykernel,jupyterhub
 
 case "${1:-}" in
   '') ;;
@@ -66,4 +68,4 @@ say "apt-get install --no-install-recommends ${PACKAGES[*]}"
 grep -E '^(Need to get|After this operation|[0-9]+ upgraded)' "$log" | sed 's/^/jupyter-deps:   /' || true
 [ -z "$(missing)" ] || die "still missing after apt-get install: $(missing | tr '\n' ' ')"
 out=$(check_python) || die "/usr/bin/python3 cannot import ${MODULES//,/, }: $out"
-say "done in $((SECONDS - START))s: $(/usr/bin/python3 -c 'import jupyter_client, jupyter_kernel_test as t, nbclient, nbconvert; print(f"jupyter_client {jupyter_client.__version__}, jupyter_kernel_test {t.__version__}, nbclient {nbclient.__version__}, nbconvert {nbconvert.__version__}")')"
+say "done in $((SECONDS - START))s: $(/usr/bin/python3 -c 'import jupyter_client, jupyter_kernel_test as t, nbclient, nbconvert, jupyterhub; print(f"jupyter_client {jupyter_client.__version__}, jupyter_kernel_test {t.__version__}, nbclient {nbclient.__version__}, nbconvert {nbconvert.__version__}, jupyterhub {jupyterhub.__version__}")')"
