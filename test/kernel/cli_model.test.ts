@@ -65,7 +65,7 @@ describe('servelab generate', () => {
   it('a bad format, option, missing model or over-long prompt is a clear error with exit code 2', () => {
     const f = servelab('generate', '--prompt', 'Call me', '--model', tiny.dir, '--format', 'q3');
     expect(f.status).toBe(2);
-    expect(f.stderr).toBe('servelab generate: unknown format "q3"; the formats are: fp32, fp16, bf16, int8-tensor, int8, llm.int8, int4\n');
+    expect(f.stderr).toBe('servelab generate: unknown format "q3"; the formats are: fp32, fp16, bf16, int8-tensor, int8, llm.int8, int4, nf4, fp4\n');
     expect(f.stdout).toBe('');
     const p = servelab('generate', '--prompt', 'Call me', '--model', tiny.dir, '--top-p', '1.5');
     expect([p.status, p.stderr]).toEqual([2, 'servelab generate: --top-p must be a number in (0, 1], got "1.5"\n']);
@@ -148,7 +148,7 @@ describe('servelab eval', () => {
 
   it('a bad format or a missing model is a clear error with exit code 2', () => {
     const f = servelab('eval', '--format', 'fp32,nf3', '--model', tiny.dir);
-    expect([f.status, f.stderr]).toEqual([2, 'servelab eval: unknown format "nf3"; the formats are: fp32, fp16, bf16, int8-tensor, int8, llm.int8, int4\n']);
+    expect([f.status, f.stderr]).toEqual([2, 'servelab eval: unknown format "nf3"; the formats are: fp32, fp16, bf16, int8-tensor, int8, llm.int8, int4, nf4, fp4\n']);
     const m = servelab('eval', '--model', `${tiny.dir}/nothing-here`);
     expect(m.status).toBe(2);
     expect(m.stderr).toMatch(/no model in .*nothing-here/);
