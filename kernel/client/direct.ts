@@ -138,8 +138,10 @@ export class DirectClient {
   }
 
   async stop(): Promise<void> {
-    if (this.proc && this.proc.exitCode === null) {
-      const exited = new Promise((res) => (this.proc.exitCode !== null ? res(null) : this.proc.once('exit', res)));
+    // A process killed by a signal has no exit code, only a signal code: both mean it is gone.
+    const gone = () => this.proc.exitCode !== null || this.proc.signalCode !== null;
+    if (this.proc && !gone()) {
+      const exited = new Promise((res) => (gone() ? res(null) : this.proc.once('exit', res)));
       await this.request('shutdown_request', { restart: false }, 'control', 5000).catch(() => this.proc.kill('SIGKILL'));
       // A kernel that answered but does not exit (a native library's threads that never join) is not waited for forever.
       const kill = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
