@@ -22,7 +22,7 @@ interface Measured {
 }
 
 describe('lesson 07 (QLoRA) through the kernel', () => {
-  const { cells, ran, client, run, value, runAll } = lessonRun('lessons/07-qlora.md');
+  const { cells, ran, client, run, value, liveChart, runAll } = lessonRun('lessons/07-qlora.md');
   let m: Measured;
 
   beforeAll(() => client.start(), 60_000);
@@ -85,6 +85,9 @@ describe('lesson 07 (QLoRA) through the kernel', () => {
       expect(r.sotuAfter).toBeLessThan(r.sotuBefore);
     }
     expect(QLoRA.weights).toBeLessThan(LoRA.weights / 4);
+    // The live memory chart drew the adapters' Adam moments (m and v, fp32) while they trained.
+    const memory = liveChart(/^Memory on .* by tag while LoRA, then QLoRA, train$/);
+    expect(Math.max(...(memory.traces.find((t) => t.name === 'optimizer')!.y as number[]))).toBe(8 * m.T);
     expect(full.grads).toBe(4 * m.P);
     expect(full.optimizer).toBe(8 * m.P);
     expect(mixed.grads).toBe(2 * m.P);
