@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { DirectClient } from '../kernel/client/direct.ts';
 import { median } from './stats.ts';
 import type { Target } from './run.ts';
+import { targetLine } from './alone.ts';
 
 export interface KernelBench {
   /** Spawn to the first kernel_info reply with the IOPub subscription live, ms. */
@@ -195,7 +196,7 @@ if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) 
   const num = (flag: string) => (args.includes(flag) ? Number(args[args.indexOf(flag) + 1]) : undefined);
   const kernel = await benchKernel({ cells: num('--cells'), growthCells: num('--growth'), settleMs: num('--settle') });
   const targets = kernelTargets(kernel);
-  console.log([...printKernel(kernel), '\ntargets:', ...targets.map((x) => `  ${x.met ? 'met   ' : 'MISSED'} ${x.name}: ${x.measured} (goal ${x.goal})${x.gap ? `; gap: ${x.gap}` : ''}`)].join('\n'));
+  console.log([...printKernel(kernel), '\ntargets:', ...targets.map(targetLine)].join('\n'));
   const out = args.indexOf('--out');
   if (out >= 0) writeFileSync(args[out + 1], JSON.stringify({ kernel, targets }, null, 2) + '\n');
   if (args.includes('--json')) console.log(JSON.stringify(kernel));

@@ -6,10 +6,9 @@
  * the share of reserved KV memory that holds tokens per layout, from a pooled cache's own bookkeeping, with how many
  * such requests fit one memory budget.
  */
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { createDevice, Device, Graph, timeMs, type Tensor } from '../engine/index.ts';
 import { OrtBackend } from '../engine/backends/ort.ts';
 import { KvCacheError, kvWaste, PoolKvCache, shareGptLikeBatch, type KvLayout, type PoolLayout, type SeqLength } from '../engine/kv/index.ts';
@@ -22,6 +21,7 @@ import { kvBytesPerToken, OPT_13B } from '../engine/model/presets.ts';
 import { greedyDecode } from '../engine/model/recompute.ts';
 import { rng, uniform } from './random.ts';
 import type { Target } from './run.ts';
+import { isMain, runAlone } from './alone.ts';
 
 /** A median with its interquartile range, in ms. */
 export interface Spread {
@@ -748,11 +748,4 @@ export function printKv(k: KvBench): string[] {
 }
 
 // `npx tsx bench/kv.ts [--quick] [--out file.json]`: this section alone.
-if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
-  const args = process.argv.slice(2);
-  const kv = await benchKv(process.env.SERVELAB_DEVICE ?? 'cpu', { quick: args.includes('--quick') });
-  const targets = kvTargets(kv);
-  console.log([...printKv(kv), '\ntargets:', ...targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`)].join('\n'));
-  const out = args.indexOf('--out');
-  if (out >= 0) writeFileSync(args[out + 1], JSON.stringify({ kv, targets }, null, 2) + '\n');
-}
+if (isMain(import.meta.url)) await runAlone('kv', benchKv, printKv, kvTargets);

@@ -16,6 +16,7 @@ import { benchThreads, printThreads, type ThreadsBench } from './threads.ts';
 import { benchModel, printModel, type ModelBench } from './model.ts';
 import { benchKv, kvTargets, printKv, type KvBench } from './kv.ts';
 import { benchServe, printServe, serveTargets, type ServeBench } from './serve.ts';
+import { targetLine } from './alone.ts';
 import { benchTrain, printTrain, trainTargets, type TrainBench } from './train.ts';
 import { benchKernel, kernelTargets, printKernel, type KernelBench } from './kernel.ts';
 
@@ -258,7 +259,7 @@ export function printReport(rep: BenchReport): void {
   if (rep.train) out.push(...printTrain(rep.train));
   if (rep.kernel) out.push(...printKernel(rep.kernel));
   out.push('\ntargets:');
-  for (const t of rep.targets) out.push(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`);
+  for (const t of rep.targets) out.push(targetLine(t));
   console.log(out.join('\n'));
 }
 

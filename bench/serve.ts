@@ -5,8 +5,7 @@
  * arrival rate grows. Every figure comes from a real replay: requests arrive on the wall clock, every iteration runs
  * the model, and the StepLogs and request records are the engine's own.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
+import { existsSync } from 'node:fs';
 import { createDevice, type Device } from '../engine/index.ts';
 import { BUILTIN_CONFIG, BUILTIN_DIR } from '../engine/model/builtin.ts';
 import { loadModel } from '../engine/model/checkpoint.ts';
@@ -17,6 +16,7 @@ import { poissonTrace, sharedPrefixTrace, traceStats, type TraceRequest, type Tr
 import { rng, uniform } from './random.ts';
 import { median } from './stats.ts';
 import type { Target } from './run.ts';
+import { isMain, runAlone } from './alone.ts';
 
 /** One replay, summarized: throughput, latency percentiles, and from the StepLogs how many sequences ran at once. */
 export interface RunSummary {
@@ -469,11 +469,4 @@ export function printServe(s: ServeBench): string[] {
 }
 
 // `npx tsx bench/serve.ts [--quick] [--out file.json]`: this section alone.
-if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
-  const args = process.argv.slice(2);
-  const serve = await benchServe(process.env.SERVELAB_DEVICE ?? 'cpu', { quick: args.includes('--quick') });
-  const targets = serveTargets(serve);
-  console.log([...printServe(serve), '\ntargets:', ...targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})${t.gap ? `; gap: ${t.gap}` : ''}`)].join('\n'));
-  const out = args.indexOf('--out');
-  if (out >= 0) writeFileSync(args[out + 1], JSON.stringify({ serve, targets }, null, 2) + '\n');
-}
+if (isMain(import.meta.url)) await runAlone('serve', benchServe, printServe, serveTargets);

@@ -5,8 +5,6 @@
  * formula, and its trainable parameters; then what merging an adapter costs at inference (a decode step of the base,
  * the merged and the unmerged model, in turns) and what paging the optimizer's states costs a step.
  */
-import { writeFileSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { createDevice, type Device } from '../engine/index.ts';
 import type { BytesByTag } from '../engine/memory/tracker.ts';
 import { LlamaModel } from '../engine/model/llama.ts';
@@ -18,6 +16,7 @@ import { nf4WeightBytes } from '../engine/quant/nf4_nodes.ts';
 import { quantizedNames } from '../engine/train/qlora.ts';
 import { median } from './stats.ts';
 import type { Target } from './run.ts';
+import { isMain, runAlone } from './alone.ts';
 
 export interface TrainRow {
   method: FinetuneMethod;
@@ -254,11 +253,4 @@ export function printTrain(t: TrainBench): string[] {
 }
 
 // `npx tsx bench/train.ts [--quick] [--out file.json]`: this section alone.
-if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
-  const args = process.argv.slice(2);
-  const train = await benchTrain(process.env.SERVELAB_DEVICE ?? 'cpu', { quick: args.includes('--quick'), log: (s) => console.log(s) });
-  const targets = trainTargets(train);
-  console.log([...printTrain(train), '\ntargets:', ...targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.measured} (goal ${t.goal})`)].join('\n'));
-  const out = args.indexOf('--out');
-  if (out >= 0) writeFileSync(args[out + 1], JSON.stringify({ train, targets }, null, 2) + '\n');
-}
+if (isMain(import.meta.url)) await runAlone('train', benchTrain, printTrain, trainTargets);
