@@ -25,6 +25,10 @@ export interface LlamaConfig {
   eosTokenId?: number;
 }
 
+/** The projections of a decoder layer (attention q, k, v, o; SwiGLU gate, up, down), in graph order. */
+export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+export type ProjectionName = (typeof PROJECTIONS)[number];
+
 /** Hugging Face's names of a Llama checkpoint's tensors; every linear is [out, in]. */
 export const HF_NAMES = {
   embedding: 'model.embed_tokens.weight',

@@ -9,33 +9,25 @@ import { Tensor } from '../tensor/tensor.ts';
 import { ServelabError, ShapeError } from '../errors.ts';
 import { rotaryTables } from '../graph/ops_model.ts';
 import { Linear, type LinearFormat, type LinearOptions } from '../nn/linear.ts';
-import { HF_NAMES, type LlamaConfig } from './config.ts';
+import { HF_NAMES, hfShapes, PROJECTIONS, type LlamaConfig, type ProjectionName } from './config.ts';
+import { checkAdapters, type ProjectionAdapter } from './adapters.ts';
+
+export type { ProjectionAdapter };
 import { decoder, type Attend, type DecoderWeights } from './decoder.ts';
 import type { KvCache, KvPlan, StepSeq } from '../kv/kv_cache.ts';
 import { StaticKvCache } from '../kv/static_cache.ts';
 import { PoolKvCache, type PoolKvCacheOptions } from '../kv/pool_cache.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 
-const PROJ = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 /** Logits at every position ('all'), at each sequence's last new token ('last'); 'decode' is 'last' with one token each. */
 type Kind = 'all' | 'last' | 'decode' | 'probe';
-type ProjName = (typeof PROJ)[number];
 
 interface Layer {
   attnNorm: Tensor;
   mlpNorm: Tensor;
-  proj: Record<ProjName, Linear>;
+  proj: Record<ProjectionName, Linear>;
   /** Unmerged low-rank adapters by projection (LoRA): the projection is Linear(x) + scaling (x A) B. */
-  adapters: Partial<Record<ProjName, { A: Tensor; B: Tensor; scaling: number }>>;
-}
-
-/** A low-rank adapter kept apart from its projection's weight: A [in, r] and B [r, out] in the engine's layout. */
-export interface ProjectionAdapter {
-  A: Float32Array;
-  B: Float32Array;
-  r: number;
-  /** alpha / r. */
-  scaling: number;
+  adapters: Partial<Record<ProjectionName, { A: Tensor; B: Tensor; scaling: number }>>;
 }
 
 /** A weight by Hugging Face name, as fp32 values in Hugging Face's layout (linears [out, in]). */
@@ -97,7 +89,7 @@ export class LlamaModel {
    */
   static async fromWeights(dev: Device, cfg: LlamaConfig, source: WeightSource, opts: ModelOptions = {}): Promise<LlamaModel> {
     const format = opts.format ?? 'fp32';
-    LlamaModel.checkAdapters(cfg, opts.adapters);
+    checkAdapters(cfg, opts.adapters);
     const made: { dispose(): void }[] = [];
     // An error while one weight is read or converted names that weight (the same error object, its type kept).
     const naming = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -124,18 +116,16 @@ export class LlamaModel {
       const V = cfg.vocabSize;
       const emb = await naming(HF_NAMES.embedding, async () => source(HF_NAMES.embedding, [V, H]));
       const embedding = keep(dev.tensor(emb, [V, H], 'fp32', { tag: 'weights', label: 'embedding' }));
-      const q = cfg.numHeads * cfg.headDim;
-      const kv = cfg.numKvHeads * cfg.headDim;
-      const I = cfg.intermediateSize;
+      const shapes = hfShapes(cfg);
       const layers: Layer[] = [];
       for (let i = 0; i < cfg.numLayers; i++) {
         const n = HF_NAMES.layer(i);
         const l = `layers.${i}`;
-        const dims: Record<ProjName, [number, number]> = { q: [q, H], k: [kv, H], v: [kv, H], o: [H, q], gate: [I, H], up: [I, H], down: [H, I] };
-        const proj = {} as Record<ProjName, Linear>;
-        for (const p of PROJ) proj[p] = await linear(n[p], dims[p][0], dims[p][1], `${l}.${p}`);
+        const dims = Object.fromEntries(PROJECTIONS.map((p) => [p, shapes.get(n[p])!])) as Record<ProjectionName, number[]>; // [out, in]
+        const proj = {} as Record<ProjectionName, Linear>;
+        for (const p of PROJECTIONS) proj[p] = await linear(n[p], dims[p][0], dims[p][1], `${l}.${p}`);
         const adapters: Layer['adapters'] = {};
-        for (const p of PROJ) {
+        for (const p of PROJECTIONS) {
           const a = opts.adapters?.get(`${l}.${p}`);
           if (!a) continue;
           const t = (v: Float32Array, shape: number[], which: string) => keep(dev.tensor(v, shape, 'fp32', { tag: 'weights', label: `lora.${l}.${p}.${which}` }));
@@ -155,26 +145,6 @@ export class LlamaModel {
     } catch (e) {
       for (const x of made) x.dispose();
       throw e;
-    }
-  }
-
-  /** Refuses, before anything is made, an adapter on no projection of `cfg` or of the wrong shape. */
-  private static checkAdapters(cfg: LlamaConfig, adapters: ModelOptions['adapters']): void {
-    if (!adapters) return;
-    const H = cfg.hiddenSize;
-    const q = cfg.numHeads * cfg.headDim;
-    const kv = cfg.numKvHeads * cfg.headDim;
-    const I = cfg.intermediateSize;
-    const dims: Record<ProjName, [number, number]> = { q: [H, q], k: [H, kv], v: [H, kv], o: [q, H], gate: [H, I], up: [H, I], down: [I, H] };
-    for (const [label, a] of adapters) {
-      const m = /^layers\.(\d+)\.(\w+)$/.exec(label);
-      if (!m || Number(m[1]) >= cfg.numLayers || !(PROJ as readonly string[]).includes(m[2])) {
-        throw new ServelabError(`adapters: ${JSON.stringify(label)} is not a projection of this ${cfg.numLayers}-layer model (layers.{i}.{${PROJ.join(',')}})`);
-      }
-      const [K, N] = dims[m[2] as ProjName];
-      if (!Number.isInteger(a.r) || a.r < 1 || a.A.length !== K * a.r || a.B.length !== a.r * N || !Number.isFinite(a.scaling)) {
-        throw new ShapeError('adapters', [[a.A.length], [a.B.length]], `${label} needs A [${K}, r] and B [r, ${N}] with r = ${a.r} and a finite scaling`);
-      }
     }
   }
 
@@ -344,7 +314,7 @@ export class LlamaModel {
     const w: DecoderWeights = {
       embedding: g.constant('embedding', this.embedding),
       layers: this.layers.map((l, i) => {
-        const p = (name: ProjName) => (x: Value) => {
+        const p = (name: ProjectionName) => (x: Value) => {
           if (kind === 'probe') probe(x, l.proj[name].label);
           const y = l.proj[name].addTo(g, x);
           const a = l.adapters[name];
@@ -386,7 +356,7 @@ export class LlamaModel {
   /** Every Linear, by label (layers.0.q, ..., head). */
   linears(): Map<string, Linear> {
     const m = new Map<string, Linear>();
-    for (const l of this.layers) for (const p of PROJ) m.set(l.proj[p].label, l.proj[p]);
+    for (const l of this.layers) for (const p of PROJECTIONS) m.set(l.proj[p].label, l.proj[p]);
     return m.set('head', this.head);
   }
 
@@ -395,7 +365,7 @@ export class LlamaModel {
     for (const l of this.layers) {
       l.attnNorm.dispose();
       l.mlpNorm.dispose();
-      for (const p of PROJ) l.proj[p].dispose();
+      for (const p of PROJECTIONS) l.proj[p].dispose();
       for (const a of Object.values(l.adapters)) for (const t of [a.A, a.B]) t.dispose();
     }
     for (const t of [this.embedding, this.finalNorm, this.cos, this.sin]) t.dispose();

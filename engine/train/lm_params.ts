@@ -11,7 +11,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 import { ShapeError } from '../errors.ts';
 import { backward } from '../autograd/backward.ts';
 import { rotaryTables } from '../graph/ops_model.ts';
-import { HF_NAMES, type LlamaConfig } from '../model/config.ts';
+import { HF_NAMES, PROJECTIONS, type LlamaConfig, type ProjectionName } from '../model/config.ts';
 import { causalAttention, decoder, type DecoderWeights } from '../model/decoder.ts';
 import { transpose2d } from '../model/llama.ts';
 import type { Rng } from './rng.ts';
@@ -95,9 +95,7 @@ export const castParam =
   (g, s) =>
     g.op('Cast', [g.input(s.name, dtype, s.shape)], { to: 'fp32' })[0];
 
-/** The projections of a decoder block that can carry a low-rank adapter. */
-export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
-export type ProjectionName = (typeof PROJECTIONS)[number];
+export { PROJECTIONS, type ProjectionName };
 
 /** A low-rank adapter on one projection of the graph: y = x W + scaling (x A) B, A [in, r] and B [r, out] inputs. */
 export interface AdapterSpec {

@@ -8,7 +8,7 @@ import type { Device } from '../device/device.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { ServelabError } from '../errors.ts';
 import { HF_NAMES, type LlamaConfig } from '../model/config.ts';
-import type { ProjectionAdapter } from '../model/llama.ts';
+import type { ProjectionAdapter } from '../model/adapters.ts';
 import { PROJECTIONS, type AdapterSpec, type ProjectionName } from './lm_params.ts';
 import { Rng } from './rng.ts';
 
