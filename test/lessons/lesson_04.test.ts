@@ -1,15 +1,12 @@
 /** Lesson 04 end to end through the real kernel: every code cell in order, no errors, its measurements, and both exercises' feedback. */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lessonRun, markdownOf, feedbackOf } from './lesson_run.ts';
+import { lessonRun, markdownOf, solutionsOf } from './lesson_run.ts';
 
 /** The reference solutions, as the solutions file holds them. */
-const SOLUTIONS = Object.fromEntries(
-  [...readFileSync('lessons/04-paged-attention.solutions.md', 'utf8').matchAll(/```ts solution (\w+)\n([\s\S]*?)```/g)].map((m) => [m[1], m[2]]),
-);
+const SOLUTIONS = solutionsOf('lessons/04-paged-attention.solutions.md');
 
 describe('lesson 04 (paged attention) through the kernel', () => {
-  const { cells, ran, client, run, value, liveChart, outputsOf, runAll } = lessonRun('lessons/04-paged-attention.md');
+  const { client, value, liveChart, outputsOf, runAll, exercise } = lessonRun('lessons/04-paged-attention.md');
 
   beforeAll(() => client.start(), 60_000);
   afterAll(() => client.stop(), 30_000);
@@ -61,12 +58,9 @@ describe('lesson 04 (paged attention) through the kernel', () => {
 
   for (const id of ['blocksize', 'fits']) {
     it(`the ${id} exercise fails with its starter code and passes with the reference solution`, async () => {
-      const checkCell = cells.find((c) => c.kind === 'check' && c.id === id)!;
-      const starter = feedbackOf(ran.find((c) => c.kind === 'check' && c.source === checkCell.source)!.outputs);
+      const { starter, solved } = await exercise(id, SOLUTIONS[id]);
       expect(starter.length).toBeGreaterThan(0);
       expect(starter[0].ok).toBe(false);
-      await run(SOLUTIONS[id]);
-      const solved = feedbackOf(await run(checkCell.source));
       expect(solved.length).toBeGreaterThan(0);
       expect(solved.every((f) => f.ok)).toBe(true);
     });

@@ -1,12 +1,9 @@
 /** Lesson 05 end to end through the real kernel: every code cell in order, no errors, its measurements, and the exercise's feedback. */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lessonRun, feedbackOf } from './lesson_run.ts';
+import { lessonRun, solutionsOf } from './lesson_run.ts';
 
 /** The reference solutions, as the solutions file holds them. */
-const SOLUTIONS = Object.fromEntries(
-  [...readFileSync('lessons/05-serving.solutions.md', 'utf8').matchAll(/```ts solution (\w+)\n([\s\S]*?)```/g)].map((m) => [m[1], m[2]]),
-);
+const SOLUTIONS = solutionsOf('lessons/05-serving.solutions.md');
 
 interface Run {
   requests: number;
@@ -26,7 +23,7 @@ interface Run {
 }
 
 describe('lesson 05 (the serving system) through the kernel', () => {
-  const { cells, ran, client, run, value, liveChart, runAll } = lessonRun('lessons/05-serving.md');
+  const { client, value, liveChart, runAll, exercise } = lessonRun('lessons/05-serving.md');
   let runs: Record<string, Run> = {};
 
   beforeAll(() => client.start(), 60_000);
@@ -127,12 +124,9 @@ describe('lesson 05 (the serving system) through the kernel', () => {
   });
 
   it('the cheapest exercise fails with its starter code and passes with the reference solution', async () => {
-    const checkCell = cells.find((c) => c.kind === 'check' && c.id === 'cheapest')!;
-    const starter = feedbackOf(ran.find((c) => c.kind === 'check' && c.source === checkCell.source)!.outputs);
+    const { starter, solved } = await exercise('cheapest', SOLUTIONS.cheapest);
     expect(starter.length).toBeGreaterThan(0);
     expect(starter[0].ok).toBe(false);
-    await run(SOLUTIONS.cheapest);
-    const solved = feedbackOf(await run(checkCell.source));
     expect(solved.length).toBeGreaterThanOrEqual(3);
     expect(solved.every((f) => f.ok)).toBe(true);
   }, 120_000);

@@ -1,12 +1,9 @@
 /** Lesson 06 end to end through the real kernel: every code cell in order, no errors, its measurements, and the exercise's feedback. */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lessonRun, feedbackOf } from './lesson_run.ts';
+import { lessonRun, solutionsOf, feedbackOf } from './lesson_run.ts';
 
 /** The reference solutions, as the solutions file holds them. */
-const SOLUTIONS = Object.fromEntries(
-  [...readFileSync('lessons/06-lora.solutions.md', 'utf8').matchAll(/```ts solution (\w+)\n([\s\S]*?)```/g)].map((m) => [m[1], m[2]]),
-);
+const SOLUTIONS = solutionsOf('lessons/06-lora.solutions.md');
 
 // The built-in model (models/builtin/config.json): 4 layers, width 256, 4 query heads and 2 key/value heads of 64, MLP 768.
 const [L, H, Q, KV, I] = [4, 256, 4 * 64, 2 * 64, 768];
@@ -16,7 +13,7 @@ const T_QV = L * 8 * (H + Q + (H + KV));
 type ByTag = Record<'weights' | 'grads' | 'optimizer', number>;
 
 describe('lesson 06 (LoRA) through the kernel', () => {
-  const { cells, ran, client, run, value, liveChart, runAll } = lessonRun('lessons/06-lora.md');
+  const { cells, client, run, value, liveChart, runAll, exercise } = lessonRun('lessons/06-lora.md');
   let P = 0;
 
   beforeAll(() => client.start(), 60_000);
@@ -114,12 +111,9 @@ describe('lesson 06 (LoRA) through the kernel', () => {
   });
 
   it('the trainable exercise fails with its starter code and passes with the reference solution', async () => {
-    const checkCell = cells.find((c) => c.kind === 'check' && c.id === 'trainable')!;
-    const starter = feedbackOf(ran.find((c) => c.kind === 'check' && c.source === checkCell.source)!.outputs);
+    const { starter, solved } = await exercise('trainable', SOLUTIONS.trainable);
     expect(starter.length).toBeGreaterThan(0);
     expect(starter[0].ok).toBe(false);
-    await run(SOLUTIONS.trainable);
-    const solved = feedbackOf(await run(checkCell.source));
     expect(solved).toHaveLength(4);
     expect(solved.every((f) => f.ok)).toBe(true);
     // A slip the check names: every projection's output taken as the hidden size (no grouped-query attention).
@@ -128,6 +122,7 @@ describe('lesson 06 (LoRA) through the kernel', () => {
       const dims: Record<LoraTarget, [number, number]> = { q: [H, H], k: [H, H], v: [H, H], o: [H, H], gate: [H, I], up: [H, I], down: [I, H] };
       return cfg.numLayers * targets.reduce((n, t) => n + r * (dims[t][0] + dims[t][1]), 0);
     }`);
+    const checkCell = cells.find((c) => c.kind === 'check' && c.id === 'trainable')!;
     const slip = feedbackOf(await run(checkCell.source));
     expect(slip[0].ok).toBe(false);
     expect(slip[0].text).toMatch(/grouped-query attention/);

@@ -1,11 +1,8 @@
 /** Lesson 07 (QLoRA) end to end through the real kernel: every code cell in order, its measurements, and both exercises. */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lessonRun, feedbackOf } from './lesson_run.ts';
+import { lessonRun, solutionsOf } from './lesson_run.ts';
 
-const SOLUTIONS = Object.fromEntries(
-  [...readFileSync('lessons/07-qlora.solutions.md', 'utf8').matchAll(/```ts solution (\w+)\n([\s\S]*?)```/g)].map((m) => [m[1], m[2]]),
-);
+const SOLUTIONS = solutionsOf('lessons/07-qlora.solutions.md');
 
 interface Measured {
   worstLevelDiff: number;
@@ -22,7 +19,7 @@ interface Measured {
 }
 
 describe('lesson 07 (QLoRA) through the kernel', () => {
-  const { cells, ran, client, run, value, liveChart, runAll } = lessonRun('lessons/07-qlora.md');
+  const { client, value, liveChart, runAll, exercise } = lessonRun('lessons/07-qlora.md');
   let m: Measured;
 
   beforeAll(() => client.start(), 60_000);
@@ -104,12 +101,9 @@ describe('lesson 07 (QLoRA) through the kernel', () => {
 
   for (const id of ['nf4block', 'bits']) {
     it(`the ${id} exercise fails with its starter code and passes with the reference solution`, async () => {
-      const checkCell = cells.find((c) => c.kind === 'check' && c.id === id)!;
-      const starter = feedbackOf(ran.find((c) => c.kind === 'check' && c.source === checkCell.source)!.outputs);
+      const { starter, solved } = await exercise(id, SOLUTIONS[id]);
       expect(starter.length).toBeGreaterThan(0);
       expect(starter[0].ok).toBe(false);
-      await run(SOLUTIONS[id]);
-      const solved = feedbackOf(await run(checkCell.source));
       expect(solved.length).toBeGreaterThanOrEqual(2);
       expect(solved.every((f) => f.ok)).toBe(true);
     }, 120_000);

@@ -50,6 +50,11 @@ const tracebackOf = (outputs: Message[]) => {
  * A lesson run through its own kernel. The caller starts and stops `client` (in beforeAll / afterAll),
  * calls `runAll()` once in its first test, and reads `ran` in the tests after it.
  */
+/** The reference solutions of a lesson's solutions file (```ts solution <id> blocks), by exercise id. */
+export function solutionsOf(file: string): Record<string, string> {
+  return Object.fromEntries([...readFileSync(file, 'utf8').matchAll(/```ts solution (\w+)\n([\s\S]*?)```/g)].map((m) => [m[1], m[2]]));
+}
+
 export function lessonRun(file: string) {
   const cells = parseLesson(readFileSync(file, 'utf8'), file).cells.filter((c) => c.kind !== 'markdown');
   const client = new TestClient();
@@ -107,5 +112,13 @@ export function lessonRun(file: string) {
     console.log(`${name} on ${device}: ${cells.length} code cells in ${total.toFixed(1)} s (slowest: ${slowest.join(', ')})`);
   }
 
-  return { cells, ran, client, run, value, figure, outputsOf, liveChart, runAll };
+  /** An exercise's check feedback as the lesson's run showed it (the starter code), then after `solution` ran. */
+  async function exercise(id: string, solution: string): Promise<{ starter: ReturnType<typeof feedbackOf>; solved: ReturnType<typeof feedbackOf> }> {
+    const checkCell = cells.find((c) => c.kind === 'check' && c.id === id)!;
+    const starter = feedbackOf(ran.find((c) => c.kind === 'check' && c.source === checkCell.source)!.outputs);
+    await run(solution);
+    return { starter, solved: feedbackOf(await run(checkCell.source)) };
+  }
+
+  return { cells, ran, client, run, value, figure, outputsOf, liveChart, runAll, exercise };
 }
