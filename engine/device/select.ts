@@ -20,8 +20,9 @@ export function parseDeviceKind(s: string): DeviceKind {
   return k as DeviceKind;
 }
 
-function makeBackend(kind: BackendName): Backend {
-  return kind === 'reference' ? new ReferenceBackend() : new OrtBackend(kind);
+function makeBackend(kind: BackendName, threads?: number): Backend {
+  if (kind === 'reference') return new ReferenceBackend();
+  return new OrtBackend(kind, threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {});
 }
 
 let webgpuProbe: Promise<string | null> | null = null;
@@ -53,9 +54,10 @@ const created: Record<string, number> = {};
 
 /**
  * A new device with its own memory tracker. `auto` picks webgpu when a GPU adapter works, else cpu;
- * asking for webgpu where none works is an error that says why.
+ * asking for webgpu where none works is an error that says why. `threads` caps onnxruntime's threads per run
+ * (default: one per core), for several devices sharing one machine's cores (engine/parallel).
  */
-export async function createDevice(kind: DeviceKind | string = process.env.SERVELAB_DEVICE ?? 'auto', opts: DeviceOptions & { name?: string } = {}): Promise<Device> {
+export async function createDevice(kind: DeviceKind | string = process.env.SERVELAB_DEVICE ?? 'auto', opts: DeviceOptions & { name?: string; threads?: number } = {}): Promise<Device> {
   let k = parseDeviceKind(kind);
   if (k === 'auto') k = (await autoDevice()).kind;
   if (k === 'webgpu') {
@@ -63,7 +65,7 @@ export async function createDevice(kind: DeviceKind | string = process.env.SERVE
     if (why !== null) throw new DeviceError(`webgpu is not available: ${why}`);
   }
   const n = (created[k] = (created[k] ?? 0) + 1);
-  return new Device(opts.name ?? (n === 1 ? k : `${k}:${n - 1}`), makeBackend(k), opts);
+  return new Device(opts.name ?? (n === 1 ? k : `${k}:${n - 1}`), makeBackend(k, opts.threads), opts);
 }
 
 let defaultDevice: Promise<Device> | null = null;
