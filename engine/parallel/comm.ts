@@ -46,7 +46,7 @@ const fromBytes = (dtype: PayloadDType, b: Uint8Array): Payload => ({
 const copy = (p: Payload): Payload => ({ dtype: p.dtype, data: p.data.slice() });
 
 function checkDType(where: string, dtype: string): asserts dtype is PayloadDType {
-  if (dtype !== 'fp32' && dtype !== 'bf16' && dtype !== 'fp16') throw new DTypeError(`${where}: collectives move fp32, bf16 or fp16, got ${dtype}`);
+  if (dtype !== 'fp32' && dtype !== 'bf16' && dtype !== 'fp16') throw new DTypeError(where, [dtype], 'collectives move fp32, bf16 or fp16');
 }
 
 /** acc[i] = received[i] + acc[i], in fp32; rounded back to 16 bits for bf16 and fp16. */

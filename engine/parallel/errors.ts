@@ -6,9 +6,9 @@ export class WorkerError extends ServelabError {
   override name = 'WorkerError';
   constructor(
     readonly rank: number,
-    readonly cause: { name: string; message: string; stack?: string },
+    readonly original: { name: string; message: string; stack?: string },
   ) {
-    super(`worker ${rank} failed: ${cause.name}: ${cause.message}`);
+    super(`worker ${rank} failed: ${original.name}: ${original.message}`);
   }
 }
 

@@ -32,7 +32,7 @@ const MAX_WORKERS = 64;
 interface Pending {
   results: unknown[];
   left: number;
-  errors: { rank: number; error: WorkerError['cause'] }[];
+  errors: { rank: number; error: WorkerError['original'] }[];
   resolve(v: unknown[]): void;
   reject(e: Error): void;
 }
@@ -110,7 +110,7 @@ export class WorkerGroup {
   }
 
   /** A worker died outside a task (an uncaught error, an exit): the group cannot go on. */
-  private crashed(rank: number, error: WorkerError['cause']): void {
+  private crashed(rank: number, error: WorkerError['original']): void {
     if (this.closed) return;
     const p = this.pending;
     if (p) {
