@@ -39,22 +39,46 @@ export interface DecoderWeights {
  */
 export type Attend = (layer: number, q: Value, k: Value, v: Value) => Value;
 
-/** tokens int32 [B, S], positions int32 [B, S] -> logits [B, S, vocab] (fp32). */
-export function decoder(g: Graph, cfg: LlamaConfig, w: DecoderWeights, tokens: Value, positions: Value, attend: Attend): Value {
+/** Rotary angle tables [maxPositions, headDim / 2], in the activations' dtype (rotaryTables). */
+export interface Rotary {
+  cos: Value;
+  sin: Value;
+}
+
+/** tokens int32 [B, S] -> h [B, S, hidden]: the rows of the token embedding [vocab, hidden]. */
+export function embedTokens(g: Graph, embedding: Value, tokens: Value): Value {
+  return g.op('Gather', [embedding, tokens])[0];
+}
+
+/**
+ * Decoder layer `layer` (pre-norm): h + attention(RMSNorm(h)) with rotary q and k, then + SwiGLU(RMSNorm(h)).
+ * h [B, S, H], positions int32 [B, S] -> h [B, S, H].
+ */
+export function decoderBlock(g: Graph, cfg: LlamaConfig, p: BlockWeights, layer: number, h: Value, positions: Value, rotary: Rotary, attend: Attend): Value {
   const op = (...args: Parameters<Graph['op']>) => g.op(...args)[0];
   const norm = (x: Value, scale: Value) => op('RMSNorm', [x, scale], { epsilon: cfg.rmsNormEps });
-  const rope = (x: Value, heads: number) => op('RotaryEmbedding', [x, positions, w.cos, w.sin], { numHeads: heads });
-  let h = op('Gather', [w.embedding, tokens]); //                                        [B, S, H]
+  const rope = (x: Value, heads: number) => op('RotaryEmbedding', [x, positions, rotary.cos, rotary.sin], { numHeads: heads });
+  const n = norm(h, p.attnNorm);
+  const q = rope(p.q(n), cfg.numHeads); //                                                 [B, S, Hq*D]
+  const k = rope(p.k(n), cfg.numKvHeads); //                                               [B, S, Hkv*D]
+  h = op('Add', [h, p.o(attend(layer, q, k, p.v(n)))]);
+  const n2 = norm(h, p.mlpNorm);
+  const swiglu = op('Mul', [op('SiLU', [p.gate(n2)]), p.up(n2)]); //                      [B, S, I]
+  return op('Add', [h, p.down(swiglu)]);
+}
+
+/** The final RMSNorm and the output head: h [B, S, H] -> logits [B, S, vocab]. */
+export function decoderHead(g: Graph, cfg: LlamaConfig, finalNorm: Value, head: Projection, h: Value): Value {
+  return head(g.op('RMSNorm', [h, finalNorm], { epsilon: cfg.rmsNormEps })[0]);
+}
+
+/** tokens int32 [B, S], positions int32 [B, S] -> logits [B, S, vocab] (fp32). */
+export function decoder(g: Graph, cfg: LlamaConfig, w: DecoderWeights, tokens: Value, positions: Value, attend: Attend): Value {
+  let h = embedTokens(g, w.embedding, tokens); //                                          [B, S, H]
   w.layers.forEach((p, i) => {
-    const n = norm(h, p.attnNorm);
-    const q = rope(p.q(n), cfg.numHeads); //                                               [B, S, Hq*D]
-    const k = rope(p.k(n), cfg.numKvHeads); //                                             [B, S, Hkv*D]
-    h = op('Add', [h, p.o(attend(i, q, k, p.v(n)))]);
-    const n2 = norm(h, p.mlpNorm);
-    const swiglu = op('Mul', [op('SiLU', [p.gate(n2)]), p.up(n2)]); //                    [B, S, I]
-    h = op('Add', [h, p.down(swiglu)]);
+    h = decoderBlock(g, cfg, p, i, h, positions, w, attend);
   });
-  return w.head(norm(h, w.finalNorm)); //                                                  [B, S, vocab]
+  return decoderHead(g, cfg, w.finalNorm, w.head, h); //                                   [B, S, vocab]
 }
 
 /**
