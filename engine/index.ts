@@ -42,6 +42,7 @@ export { fitTrigram, fitNgram, crossEntropy, type CrossEntropy } from './train/t
 export { Rng, type RngState } from './train/rng.ts';
 export { train, heldOutLoss, learningRate, type TrainRecipe, type StepLog, type TrainState, type TrainResult } from './train/trainer.ts';
 export { lossGraph, trainingGraph, fp32Param, PROJECTIONS, type ParamSupplier, type AdapterSpec, type LossGraphOptions, type ProjectionName } from './train/lm_params.ts';
+export { SegmentedModel, segmentSpecs, segmentGraph, residentParams, type SegmentSpec, type SegmentKind, type ParamPrecision, type SegmentPhase, type SegmentExtras, type SegmentGrads, type SegmentHooks, type SegmentBatch } from './train/segments.ts';
 export { LoraAdapters, LoraError, LORA_TARGETS, loraSites, resolveLora, type LoraConfig, type LoraTarget, type ResolvedLora, type AdapterValues } from './train/lora.ts';
 export { saveAdapter, loadAdapter, adapterConfigJson, parseAdapterConfig, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './train/lora_peft.ts';
 export { finetune, loadBase, FINETUNE_METHODS, type FinetuneMethod, type FinetuneOptions, type FinetuneResult, type FinetuneStep, type BaseModel, type FrozenBase } from './train/finetune.ts';
@@ -53,3 +54,7 @@ export { greedyDecode, type DecodeStep, type DecodeRun, type DecodeRunOptions } 
 export { NgramDraft, ModelDraft, truncatedModel, loadTruncatedModel, growTree, topTokens, treeSize, pathTokens, type Draft, type TokenTree, type TreeRequest } from './model/draft.ts';
 export { speculativeGenerate, compareWithGreedy, DEFAULT_EXPANSION, verifyGreedy, treeKvBytes, SpeculativeError, type SpeculativeErrorReason, type SpeculativeOptions, type SpeculativeResult, type SpeculativeStep, type SpeedupResult, type TreeKv, type Verification } from './model/speculative.ts';
 export * from './serve/index.ts';
+export { tensorParallelLayer, tpCommBytesPerLayer, type TensorParallelLayer, type TensorParallelPrecision, type TensorParallelBlock, type TensorParallelComm, type TensorParallelCommShape } from './parallel/tensor_parallel.ts';
+export { shardLayer, gatherShards, unshardLayerGrads, checkTensorParallelSize, type LayerShard } from './parallel/tensor_parallel_shard.ts';
+export { zeroMemoryBytes, zeroSavings, zeroCommElements, ZERO_STAGE_NAMES, type ZeroStage, type ZeroMemory, type ZeroMemoryOptions, type ZeroComm, type ZeroCollective } from './parallel/zero_memory.ts';
+export { gpipeSchedule, oneFOneBSchedule, simulateSchedule, measuredTimeline, analyzeTimeline, timelineViolations, checkSchedule, opDependencies, bubbleFraction, microBatchesForBubble, type PipelineOp, type PipelineOpKind, type PipelineSchedule, type TimedOp, type PipelineTimeline, type MeasuredTimeline, type SimulatedTimeline, type TimelineAnalysis, type OpDurations } from './parallel/pipeline_schedule.ts';

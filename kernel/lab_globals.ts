@@ -1,19 +1,20 @@
 /**
  * What every cell has without importing: the display functions, generation and training shown as they run
- * (`generateInCell`, `liveLoss`), the exercise checks (`check`, `feedback`), and `lab` (the running cell's
- * AbortSignal, the kernel's memory), with the declarations the type checker needs for them.
+ * (`generateInCell`, `liveLoss`), pipeline timelines (`timelineChart`), the exercise checks (`check`, `feedback`), and
+ * `lab` (the running cell's AbortSignal, the kernel's memory), with the declarations the type checker needs for them.
  */
 import { fileURLToPath } from 'node:url';
 import { displayGlobals } from './display/display.ts';
 import { exerciseGlobals } from './lesson/exercise.ts';
 import { generateInCell } from './display/generate_stream.ts';
 import { liveLoss } from './display/live_loss.ts';
+import { timelineChart } from './display/timeline.ts';
 import { lab } from './exec/lab.ts';
 
 export { attachComms, lab } from './exec/lab.ts';
 
 export function labGlobals(): Record<string, unknown> {
-  return { ...displayGlobals(), generateInCell, liveLoss, ...exerciseGlobals, lab };
+  return { ...displayGlobals(), generateInCell, liveLoss, timelineChart, ...exerciseGlobals, lab };
 }
 
 /**
@@ -27,6 +28,7 @@ export function labPrelude(): string {
     ...decl(Object.keys(displayGlobals()), from('./display/display.ts')),
     ...decl(['generateInCell'], from('./display/generate_stream.ts')),
     ...decl(['liveLoss'], from('./display/live_loss.ts')),
+    ...decl(['timelineChart'], from('./display/timeline.ts')),
     ...decl(Object.keys(exerciseGlobals), from('./lesson/exercise.ts')),
     ...decl(['lab'], from('./exec/lab.ts')),
   ].join('\n');
