@@ -17,9 +17,14 @@ export interface JobOptions {
   model?: string;
   /** Parameters and gradients in bf16 with fp32 master weights in AdamW (mixed precision, ZeRO's setting), or fp32. Default 'bf16'. */
   precision?: 'fp32' | 'bf16';
+  /** AdamW's learning rate; default JOB_LR. */
   lr?: number;
+  /** AdamW's decoupled weight decay; default 0.01. */
   weightDecay?: number;
 }
+
+/** A fine-tuning learning rate for the built-in (already trained) model: larger ones undo its training in a step. */
+export const JOB_LR = 1e-4;
 
 /** The parameters a job starts from: config and fp32 values in paramSpecs order. */
 export function loadJobParams(model?: string): { cfg: LlamaConfig; values: Float32Array[] } {
