@@ -30,7 +30,7 @@ async function train(workers: number, stage: 0 | 1 | 2 | 3) {
 
 describe('ZeRO on 2 workers', () => {
   it('stages 1-3 give data parallelism\'s weights bit for bit, and hold the paper\'s model states', async () => {
-    const runs = [];
+    const runs: Awaited<ReturnType<typeof train>>[] = [];
     for (const stage of [0, 1, 2, 3] as const) runs.push(await train(2, stage));
     const psi = runs[0].params;
     expect(psi).toBe(values.reduce((n, v) => n + v.length, 0));
