@@ -19,6 +19,7 @@ import { benchServe, printServe, serveTargets, type ServeBench } from './serve.t
 import { targetLine } from './alone.ts';
 import { benchTrain, printTrain, trainTargets, type TrainBench } from './train.ts';
 import { benchKernel, kernelTargets, printKernel, type KernelBench } from './kernel.ts';
+import { benchParallel, parallelTargets, printParallel, type ParallelBench } from './parallel.ts';
 
 const NO_VNNI = 'this CPU has no VNNI (avx512_vnni or avx_vnni)';
 
@@ -50,6 +51,8 @@ export interface BenchReport {
   serve: ServeBench;
   /** Training quantization: full fine-tuning, LoRA by rank and QLoRA on the built-in model; merging; paged AdamW. */
   train: TrainBench;
+  /** Parallel training on worker threads: data parallelism and ZeRO 1-3 per worker, pipeline, tensor parallel, offloading. */
+  parallel: ParallelBench;
   /** The Jupyter kernel: start, cell latency by kind, resident set after start and over many cells. */
   kernel: KernelBench;
   targets: Target[];
@@ -91,6 +94,8 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   const serve = await benchServe(kind, { quick: opts.quick });
   log('  train: full fine-tuning, LoRA and QLoRA ...');
   const train = await benchTrain(kind, { quick: opts.quick, log });
+  log('  parallel: data parallelism, ZeRO, pipeline, tensor parallelism, offloading on worker threads ...');
+  const parallel = await benchParallel(kind, { quick: opts.quick, log });
   log('  kernel: the Jupyter kernel ...');
   const kernel = await benchKernel({ cells: opts.quick ? 10 : 20, growthCells: opts.quick ? 400 : 1000 });
   const report: BenchReport = {
@@ -105,6 +110,7 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
     kv,
     serve,
     train,
+    parallel,
     kernel,
     targets: [],
     date: new Date().toISOString(),
@@ -166,6 +172,7 @@ export function checkTargets(rep: BenchReport): Target[] {
   if (rep.kv) t.push(...kvTargets(rep.kv));
   if (rep.serve) t.push(...serveTargets(rep.serve));
   if (rep.train) t.push(...trainTargets(rep.train));
+  if (rep.parallel) t.push(...parallelTargets(rep.parallel));
   if (rep.kernel) t.push(...kernelTargets(rep.kernel));
   return t;
 }
@@ -257,6 +264,7 @@ export function printReport(rep: BenchReport): void {
   if (rep.kv) out.push(...printKv(rep.kv));
   if (rep.serve) out.push(...printServe(rep.serve));
   if (rep.train) out.push(...printTrain(rep.train));
+  if (rep.parallel) out.push(...printParallel(rep.parallel));
   if (rep.kernel) out.push(...printKernel(rep.kernel));
   out.push('\ntargets:');
   for (const t of rep.targets) out.push(targetLine(t));

@@ -1,4 +1,5 @@
 /** onnxruntime-node backends (CPU and WebGPU execution providers): a graph lowered to ONNX is compiled into one session. */
+import { isMainThread } from 'node:worker_threads';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,7 +46,9 @@ export class OrtBackend implements Backend {
   ) {
     const vnni = cpuInfo().simd.some((f) => f === 'avx512_vnni' || f === 'avx_vnni');
     this.lowerOpts = { nativeFp16: name === 'webgpu', u8s8Saturates: process.arch === 'x64' && !vnni };
-    this.measuresHostMemory = name === 'cpu';
+    // A worker thread shares the process's resident set with the other workers (engine/parallel): its growth would
+    // count theirs, so there a session is counted at its constants' size only.
+    this.measuresHostMemory = name === 'cpu' && isMainThread;
     this.deviceMemory = name === 'webgpu' ? new OrtGpuMemory((model, onDevice) => this.createSession(model, onDevice ? 'gpu-buffer' : undefined)) : null;
   }
 
