@@ -59,3 +59,12 @@ export { shardLayer, gatherShards, unshardLayerGrads, checkTensorParallelSize, t
 export { zeroMemoryBytes, zeroSavings, zeroCommElements, ZERO_STAGE_NAMES, type ZeroStage, type ZeroMemory, type ZeroMemoryOptions, type ZeroComm, type ZeroCollective } from './parallel/zero_memory.ts';
 export { gpipeSchedule, oneFOneBSchedule, simulateSchedule, measuredTimeline, analyzeTimeline, timelineViolations, checkSchedule, opDependencies, bubbleFraction, microBatchesForBubble, type PipelineOp, type PipelineOpKind, type PipelineSchedule, type TimedOp, type PipelineTimeline, type MeasuredTimeline, type SimulatedTimeline, type TimelineAnalysis, type OpDurations } from './parallel/pipeline_schedule.ts';
 export { PipelineTrainer, pipelineStages, pipelineSchedule, type PipelineOptions, type PipelineScheduleName, type PipelineStepResult, type PipelineStageStats, type PipelineFault } from './parallel/pipeline.ts';
+export { WorkerGroup, type WorkerGroupOptions } from './parallel/group.ts';
+export { WorkerError, GroupAbortedError } from './parallel/errors.ts';
+export { Comm, COLLECTIVES, type Collective, type CommStats, type CommCounts, type Payload, type PayloadDType } from './parallel/comm.ts';
+export type { WorkerContext, Task } from './parallel/worker.ts';
+export type { WorkerMemory } from './parallel/layout.ts';
+export { shardRange, type Range } from './parallel/shard.ts';
+export { loadJobParams, splitBatch, lossScale, JOB_LR, type JobOptions } from './parallel/job.ts';
+export { ZeroTrainer, type ZeroTrainerOptions, type ZeroStepResult } from './parallel/zero.ts';
+export type { ZeroWorkerStep } from './parallel/zero_worker.ts';
