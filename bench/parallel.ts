@@ -6,6 +6,7 @@
  * traffic, not a speed-up.
  */
 import { ZeroTrainer } from '../engine/parallel/zero.ts';
+import { PipelineTrainer, type PipelineScheduleName } from '../engine/parallel/pipeline.ts';
 import { ZERO_STAGE_NAMES, type ZeroStage } from '../engine/parallel/zero_memory.ts';
 import { BatchSampler, mobyDick, type Batch } from '../engine/train/corpus.ts';
 import type { Target } from './run.ts';
@@ -29,6 +30,20 @@ export interface ZeroRow {
   loss: number;
 }
 
+export interface PipelineRow {
+  schedule: PipelineScheduleName;
+  stages: number;
+  microBatches: number;
+  /** Idle share of stage-time over the step, measured from every op's start and end (median of the measured steps). */
+  bubble: number;
+  /** (p - 1) / (m + p - 1). */
+  theory: number;
+  /** Per stage: most micro-batches in flight, and most bytes of activations kept for the backward. */
+  peakInFlight: number[];
+  peakActivationBytes: number[];
+  stepMs: number;
+}
+
 export interface ParallelBench {
   params: number;
   batch: number;
@@ -36,6 +51,8 @@ export interface ParallelBench {
   zero: ZeroRow[];
   /** Stages 1-3 reach stage 0's weights bit for bit after the same steps, per N. */
   sameWeights: Record<string, boolean>;
+  /** GPipe and 1F1B on 2 stages as the micro-batches grow. */
+  pipeline: PipelineRow[];
   seconds: number;
 }
 
@@ -89,7 +106,38 @@ export async function benchParallel(_kind = 'cpu', opts: { quick?: boolean; log?
     }
     sameWeights[`N=${workers}`] = same;
   }
-  return { params, batch, context, zero, sameWeights, seconds: (performance.now() - t0) / 1000 };
+  const pipeline = await benchPipeline(batches, log);
+  return { params, batch, context, zero, sameWeights, pipeline, seconds: (performance.now() - t0) / 1000 };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function benchPipeline(batches: Batch[], log: (s: string) => void): Promise<PipelineRow[]> {
+  const rows: PipelineRow[] = [];
+  for (const schedule of ['gpipe', '1f1b'] as const) {
+    for (const m of [2, 4, 8]) {
+      const t = await PipelineTrainer.start({ stages: 2, schedule, microBatches: m });
+      try {
+        const steps = [];
+        for (const b of batches) steps.push(await t.step(b));
+        const measured = steps.slice(1);
+        const last = measured[measured.length - 1];
+        rows.push({
+          schedule, stages: 2, microBatches: m,
+          bubble: median(measured.map((r) => r.analysis.bubble)),
+          theory: last.analysis.theory,
+          peakInFlight: last.perStage.map((p) => p.peakInFlight),
+          peakActivationBytes: last.perStage.map((p) => p.peakActivationBytes),
+          stepMs: median(measured.map((r) => r.stepMs)),
+        });
+        const r = rows[rows.length - 1];
+        log(`  ${schedule} p = 2, m = ${m}: bubble ${r.bubble.toFixed(3)} (theory ${r.theory.toFixed(3)}), in flight ${r.peakInFlight.join('/')}, ${r.stepMs.toFixed(0)} ms`);
+      } finally {
+        await t.close();
+      }
+    }
+  }
+  return rows;
 }
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(2).padStart(8);
@@ -101,6 +149,10 @@ export function printParallel(p: ParallelBench): string[] {
     out.push(`    ${r.scheme.padEnd(7)} ${String(r.workers).padStart(2)} ${mib(r.stateBytesPerWorker)}     ${mib(r.predictedStateBytes)}  ${mib(r.peakBytesPerWorker)}    ${mib(r.commBytesPerStep)}  ${mib(r.predictedCommBytes)}    ${r.stepMs.toFixed(0).padStart(7)}  ${r.loss.toFixed(3)}`);
   }
   out.push(`  same weights as DP, bit for bit: ${Object.entries(p.sameWeights).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  out.push('  pipeline (2 stages):  schedule  m   bubble  theory   in flight   kept activations (KiB)   ms/step');
+  for (const r of p.pipeline) {
+    out.push(`                        ${r.schedule.padEnd(8)} ${String(r.microBatches).padStart(2)}   ${r.bubble.toFixed(3)}   ${r.theory.toFixed(3)}   ${r.peakInFlight.join(' / ').padEnd(9)}   ${r.peakActivationBytes.map((b) => (b / 1024).toFixed(0)).join(' / ').padEnd(22)}  ${r.stepMs.toFixed(0).padStart(7)}`);
+  }
   return out;
 }
 
@@ -127,6 +179,27 @@ export function parallelTargets(p: ParallelBench): Target[] {
   const dp = p.zero.find((r) => r.stage === 0 && r.workers === 4);
   if (z3 && dp) {
     t.push({ name: 'ZeRO-3 at N = 4 holds a quarter of DP\'s model states per worker', met: z3.stateBytesPerWorker <= dp.stateBytesPerWorker / 4 + ROTARY_BYTES, measured: `${(dp.stateBytesPerWorker / z3.stateBytesPerWorker).toFixed(2)}x less`, goal: '>= 4x less (rotary tables aside)' });
+  }
+  const pipe = p.pipeline;
+  if (pipe.length) {
+    const within = pipe.filter((r) => Math.abs(r.bubble - r.theory) <= 0.1);
+    t.push({
+      name: 'pipeline bubble measured within 0.1 of (p - 1)/(m + p - 1) (GPipe and 1F1B, p = 2, m = 2, 4, 8)',
+      met: within.length === pipe.length,
+      measured: pipe.map((r) => `${r.schedule} m=${r.microBatches} ${r.bubble.toFixed(2)} (${r.theory.toFixed(2)})`).join(', '),
+      goal: '|measured - theory| <= 0.1',
+      gap: within.length === pipe.length ? undefined : 'the stages are not equal work (the first embeds, the last runs the head) and this shared machine\'s two cores run both workers',
+    });
+    const g8 = pipe.find((r) => r.schedule === 'gpipe' && r.microBatches === 8);
+    const f8 = pipe.find((r) => r.schedule === '1f1b' && r.microBatches === 8);
+    if (g8 && f8) {
+      t.push({
+        name: 'activations in flight on stage 0: GPipe holds m, 1F1B at most p (m = 8, p = 2)',
+        met: g8.peakInFlight[0] === 8 && f8.peakInFlight[0] <= 2,
+        measured: `GPipe ${g8.peakInFlight[0]}, 1F1B ${f8.peakInFlight[0]}; kept bytes ${(g8.peakActivationBytes[0] / f8.peakActivationBytes[0]).toFixed(1)}x less with 1F1B`,
+        goal: 'm and <= p',
+      });
+    }
   }
   return t;
 }
