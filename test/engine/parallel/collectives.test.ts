@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerGroup } from '../../../engine/parallel/group.ts';
 import { WorkerError } from '../../../engine/parallel/errors.ts';
+import { withSignal } from '../../../engine/abort.ts';
 import { shardRange } from '../../../engine/parallel/shard.ts';
 import { bf16ToFp32, fp32ToBf16 } from '../../../engine/dtype/bf16.ts';
 import type { CommStats } from '../../../engine/parallel/comm.ts';
@@ -132,6 +133,16 @@ describe('a group that fails', () => {
     await new Promise((r) => setTimeout(r, 300));
     await group.close();
     await expect(run).rejects.toThrow();
+  }, 60_000);
+
+  it('an interrupted cell (its AbortSignal) stops the group and rejects the run with the abort', async () => {
+    const group = await WorkerGroup.start({ workers: 2 });
+    const ctl = new AbortController();
+    const run = withSignal(ctl.signal, () => group.run(TASKS, 'spin'));
+    await new Promise((r) => setTimeout(r, 300));
+    ctl.abort();
+    await expect(run).rejects.toThrow(/abort/i);
+    await expect(group.run(TASKS, 'barrier')).rejects.toThrow(/interrupted/);
   }, 60_000);
 
   it('bad options are refused before any worker starts', async () => {
