@@ -7,6 +7,7 @@
  */
 import { ZeroTrainer } from '../engine/parallel/zero.ts';
 import { PipelineTrainer, type PipelineScheduleName } from '../engine/parallel/pipeline.ts';
+import { TensorParallelTrainer, tensorParallelWeightBytes } from '../engine/parallel/tensor_parallel_train.ts';
 import { ZERO_STAGE_NAMES, type ZeroStage } from '../engine/parallel/zero_memory.ts';
 import { BatchSampler, mobyDick, type Batch } from '../engine/train/corpus.ts';
 import type { Target } from './run.ts';
@@ -44,6 +45,18 @@ export interface PipelineRow {
   stepMs: number;
 }
 
+export interface TensorParallelRow {
+  workers: number;
+  /** Bytes a rank sent per layer per step (forward + backward all-reduces of b x s x h), measured and Megatron's. */
+  bytesPerLayer: number;
+  predictedBytesPerLayer: number;
+  /** Weight bytes a rank holds after the step, and the count's prediction (replicated + sharded / N + rotary tables). */
+  weightBytesPerWorker: number;
+  predictedWeightBytes: number;
+  stepMs: number;
+  loss: number;
+}
+
 export interface ParallelBench {
   params: number;
   batch: number;
@@ -53,6 +66,8 @@ export interface ParallelBench {
   sameWeights: Record<string, boolean>;
   /** GPipe and 1F1B on 2 stages as the micro-batches grow. */
   pipeline: PipelineRow[];
+  /** Megatron tensor parallelism at N = 1 and 2. */
+  tensor: TensorParallelRow[];
   seconds: number;
 }
 
@@ -107,10 +122,39 @@ export async function benchParallel(_kind = 'cpu', opts: { quick?: boolean; log?
     sameWeights[`N=${workers}`] = same;
   }
   const pipeline = await benchPipeline(batches, log);
-  return { params, batch, context, zero, sameWeights, pipeline, seconds: (performance.now() - t0) / 1000 };
+  const tensor = await benchTensor(batches, log);
+  return { params, batch, context, zero, sameWeights, pipeline, tensor, seconds: (performance.now() - t0) / 1000 };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function benchTensor(batches: Batch[], log: (s: string) => void): Promise<TensorParallelRow[]> {
+  const rows: TensorParallelRow[] = [];
+  for (const workers of [1, 2]) {
+    const t = await TensorParallelTrainer.start({ workers });
+    try {
+      const steps = [];
+      for (const b of batches) steps.push(await t.step(b));
+      const r = steps.slice(1).reduce((a, b) => (b.stepMs < a.stepMs ? b : a));
+      const c = r.comm[0];
+      const w = tensorParallelWeightBytes(t.cfg, workers, t.precision);
+      rows.push({
+        workers,
+        bytesPerLayer: c.forward[0] + c.backward[0],
+        predictedBytesPerLayer: r.predicted.ringBytesPerRank,
+        weightBytesPerWorker: Math.max(...r.memory.map((m) => m.byTag.weights)),
+        predictedWeightBytes: w.perRank + ROTARY_BYTES,
+        stepMs: r.stepMs,
+        loss: r.loss,
+      });
+      const row = rows[rows.length - 1];
+      log(`  tensor parallel N = ${workers}: ${(row.bytesPerLayer / 2 ** 20).toFixed(2)} MiB sent per layer (Megatron ${(row.predictedBytesPerLayer / 2 ** 20).toFixed(2)}), ${(row.weightBytesPerWorker / 2 ** 20).toFixed(2)} MiB of weights a worker, ${row.stepMs.toFixed(0)} ms`);
+    } finally {
+      await t.close();
+    }
+  }
+  return rows;
+}
 
 async function benchPipeline(batches: Batch[], log: (s: string) => void): Promise<PipelineRow[]> {
   const rows: PipelineRow[] = [];
@@ -153,6 +197,10 @@ export function printParallel(p: ParallelBench): string[] {
   for (const r of p.pipeline) {
     out.push(`                        ${r.schedule.padEnd(8)} ${String(r.microBatches).padStart(2)}   ${r.bubble.toFixed(3)}   ${r.theory.toFixed(3)}   ${r.peakInFlight.join(' / ').padEnd(9)}   ${r.peakActivationBytes.map((b) => (b / 1024).toFixed(0)).join(' / ').padEnd(22)}  ${r.stepMs.toFixed(0).padStart(7)}`);
   }
+  out.push('  tensor parallel:  N   sent per layer  Megatron (MiB)   weights/worker  predicted (MiB)   ms/step    loss');
+  for (const r of p.tensor) {
+    out.push(`                   ${String(r.workers).padStart(2)}   ${mib(r.bytesPerLayer)}      ${mib(r.predictedBytesPerLayer)}         ${mib(r.weightBytesPerWorker)}     ${mib(r.predictedWeightBytes)}       ${r.stepMs.toFixed(0).padStart(6)}  ${r.loss.toFixed(3)}`);
+  }
   return out;
 }
 
@@ -179,6 +227,20 @@ export function parallelTargets(p: ParallelBench): Target[] {
   const dp = p.zero.find((r) => r.stage === 0 && r.workers === 4);
   if (z3 && dp) {
     t.push({ name: 'ZeRO-3 at N = 4 holds a quarter of DP\'s model states per worker', met: z3.stateBytesPerWorker <= dp.stateBytesPerWorker / 4 + ROTARY_BYTES, measured: `${(dp.stateBytesPerWorker / z3.stateBytesPerWorker).toFixed(2)}x less`, goal: '>= 4x less (rotary tables aside)' });
+  }
+  if (p.tensor.length) {
+    t.push({
+      name: 'tensor parallel: all-reduce bytes per layer equal Megatron\'s two forward and two backward all-reduces of b x s x h',
+      met: p.tensor.every((r) => r.bytesPerLayer === r.predictedBytesPerLayer),
+      measured: p.tensor.map((r) => `N=${r.workers} ${r.bytesPerLayer} B`).join(', '),
+      goal: p.tensor.map((r) => `${r.predictedBytesPerLayer} B`).join(', '),
+    });
+    t.push({
+      name: 'tensor parallel: each worker holds the replicated weights and 1/N of the layers\'',
+      met: p.tensor.every((r) => r.weightBytesPerWorker === r.predictedWeightBytes),
+      measured: p.tensor.map((r) => `N=${r.workers} ${r.weightBytesPerWorker} B`).join(', '),
+      goal: p.tensor.map((r) => `${r.predictedWeightBytes} B`).join(', '),
+    });
   }
   const pipe = p.pipeline;
   if (pipe.length) {
