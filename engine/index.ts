@@ -68,5 +68,8 @@ export { shardRange, type Range } from './parallel/shard.ts';
 export { loadJobParams, splitBatch, lossScale, JOB_LR, type JobOptions } from './parallel/job.ts';
 export { ZeroTrainer, type ZeroTrainerOptions, type ZeroStepResult } from './parallel/zero.ts';
 export type { ZeroWorkerStep } from './parallel/zero_worker.ts';
+export { OffloadTrainer, type OffloadOptions, type OffloadStep } from './parallel/offload.ts';
+export { segmentNeeds, paramBytes, assertFits, SegmentOutOfMemoryError, type OffloadMode, type SegmentNeed } from './parallel/offload_plan.ts';
+export { StateSpill, type SpillStats } from './parallel/offload_spill.ts';
 export { TensorParallelTrainer, tensorParallelWeightBytes, type TensorParallelOptions, type TensorParallelStep, type TensorParallelWeightBytes } from './parallel/tensor_parallel_train.ts';
 export type { TpCommRecord } from './parallel/tensor_parallel_worker.ts';
