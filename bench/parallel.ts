@@ -8,6 +8,11 @@
 import { ZeroTrainer } from '../engine/parallel/zero.ts';
 import { PipelineTrainer, type PipelineScheduleName } from '../engine/parallel/pipeline.ts';
 import { TensorParallelTrainer, tensorParallelWeightBytes } from '../engine/parallel/tensor_parallel_train.ts';
+import { OffloadTrainer } from '../engine/parallel/offload.ts';
+import type { OffloadMode } from '../engine/parallel/offload_plan.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ZERO_STAGE_NAMES, type ZeroStage } from '../engine/parallel/zero_memory.ts';
 import { BatchSampler, mobyDick, type Batch } from '../engine/train/corpus.ts';
 import type { Target } from './run.ts';
@@ -57,6 +62,21 @@ export interface TensorParallelRow {
   loss: number;
 }
 
+export interface OffloadRow {
+  mode: OffloadMode | 'optimizer+params, spilled';
+  /** The accelerator's and the host's peak bytes during a step, compiled sessions aside. */
+  devicePeakBytes: number;
+  hostPeakBytes: number;
+  /** Bytes copied each way per step. */
+  h2dBytes: number;
+  d2hBytes: number;
+  /** Bytes written to and read from the spill file per step (0 without). */
+  spillBytes: number;
+  stepMs: number;
+  /** The weights after the steps equal those of training on the device alone, bit for bit. */
+  sameWeights: boolean;
+}
+
 export interface ParallelBench {
   params: number;
   batch: number;
@@ -68,6 +88,8 @@ export interface ParallelBench {
   pipeline: PipelineRow[];
   /** Megatron tensor parallelism at N = 1 and 2. */
   tensor: TensorParallelRow[];
+  /** CPU offloading on one device: what the accelerator holds against what a step costs. */
+  offload: OffloadRow[];
   seconds: number;
 }
 
@@ -123,10 +145,50 @@ export async function benchParallel(_kind = 'cpu', opts: { quick?: boolean; log?
   }
   const pipeline = await benchPipeline(batches, log);
   const tensor = await benchTensor(batches, log);
-  return { params, batch, context, zero, sameWeights, pipeline, tensor, seconds: (performance.now() - t0) / 1000 };
+  const offload = await benchOffload(batches, log);
+  return { params, batch, context, zero, sameWeights, pipeline, tensor, offload, seconds: (performance.now() - t0) / 1000 };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const withoutCompiled = (peak: number, byTag: { compiled: number }) => peak - byTag.compiled;
+
+async function benchOffload(batches: Batch[], log: (s: string) => void): Promise<OffloadRow[]> {
+  const rows: OffloadRow[] = [];
+  let reference: Float32Array[] | null = null;
+  const dir = mkdtempSync(join(tmpdir(), 'servelab-spill-'));
+  try {
+    for (const mode of ['none', 'optimizer', 'optimizer+params', 'optimizer+params, spilled'] as const) {
+      const spilled = mode === 'optimizer+params, spilled';
+      const t = await OffloadTrainer.create({ offload: spilled ? 'optimizer+params' : mode, spill: spilled ? dir : undefined });
+      try {
+        const steps = [];
+        for (const b of batches) steps.push(await t.step(b));
+        const measured = steps.slice(1);
+        const last = measured[measured.length - 1];
+        const w = await t.weights();
+        reference ??= w;
+        rows.push({
+          mode,
+          devicePeakBytes: Math.max(...measured.map((s) => withoutCompiled(s.device.peak, s.device.peakByTag))),
+          hostPeakBytes: Math.max(...measured.map((s) => withoutCompiled(s.host.peak, s.host.peakByTag))),
+          h2dBytes: last.h2dBytes,
+          d2hBytes: last.d2hBytes,
+          spillBytes: last.spill ? last.spill.writtenBytes + last.spill.readBytes : 0,
+          stepMs: median(measured.map((s) => s.stepMs)),
+          sameWeights: w.every((x, i) => x.every((v, j) => Object.is(v, reference![i][j]))),
+        });
+        const r = rows[rows.length - 1];
+        log(`  offload ${mode}: device peak ${(r.devicePeakBytes / 2 ** 20).toFixed(1)} MiB, host ${(r.hostPeakBytes / 2 ** 20).toFixed(1)} MiB, ${r.stepMs.toFixed(0)} ms a step`);
+      } finally {
+        await t.close();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
 
 async function benchTensor(batches: Batch[], log: (s: string) => void): Promise<TensorParallelRow[]> {
   const rows: TensorParallelRow[] = [];
@@ -201,6 +263,10 @@ export function printParallel(p: ParallelBench): string[] {
   for (const r of p.tensor) {
     out.push(`                   ${String(r.workers).padStart(2)}   ${mib(r.bytesPerLayer)}      ${mib(r.predictedBytesPerLayer)}         ${mib(r.weightBytesPerWorker)}     ${mib(r.predictedWeightBytes)}       ${r.stepMs.toFixed(0).padStart(6)}  ${r.loss.toFixed(3)}`);
   }
+  out.push('  offloading:  mode                         device peak  host peak (MiB)   h2d / d2h per step (MiB)   spill (MiB)   ms/step   same weights');
+  for (const r of p.offload) {
+    out.push(`               ${r.mode.padEnd(27)} ${mib(r.devicePeakBytes)}  ${mib(r.hostPeakBytes)}         ${mib(r.h2dBytes)} / ${mib(r.d2hBytes).trim()}          ${mib(r.spillBytes)}   ${r.stepMs.toFixed(0).padStart(7)}   ${r.sameWeights}`);
+  }
   return out;
 }
 
@@ -240,6 +306,17 @@ export function parallelTargets(p: ParallelBench): Target[] {
       met: p.tensor.every((r) => r.weightBytesPerWorker === r.predictedWeightBytes),
       measured: p.tensor.map((r) => `N=${r.workers} ${r.weightBytesPerWorker} B`).join(', '),
       goal: p.tensor.map((r) => `${r.predictedWeightBytes} B`).join(', '),
+    });
+  }
+  if (p.offload.length) {
+    const none = p.offload.find((r) => r.mode === 'none')!;
+    const full = p.offload.find((r) => r.mode === 'optimizer+params')!;
+    t.push({ name: 'offloading gives the weights of training on the device, bit for bit (every mode, spilled too)', met: p.offload.every((r) => r.sameWeights), measured: p.offload.map((r) => `${r.mode} ${r.sameWeights}`).join(', '), goal: 'true' });
+    t.push({
+      name: 'offloading the optimizer and the parameters cuts the device\'s peak at least 10x',
+      met: none.devicePeakBytes >= 10 * full.devicePeakBytes,
+      measured: `${(none.devicePeakBytes / full.devicePeakBytes).toFixed(1)}x less (${(none.devicePeakBytes / 2 ** 20).toFixed(1)} -> ${(full.devicePeakBytes / 2 ** 20).toFixed(1)} MiB), step ${(full.stepMs / none.stepMs).toFixed(2)}x the time`,
+      goal: '>= 10x',
     });
   }
   const pipe = p.pipeline;
