@@ -20,6 +20,7 @@ import { causalAttention, decoder, type DecoderWeights } from '../../../engine/m
 import { Rng } from '../../../engine/train/rng.ts';
 import { tensorParallelLayer, tpCommBytesPerLayer, type TensorParallelLayer, type TensorParallelPrecision } from '../../../engine/parallel/tensor_parallel.ts';
 import { gatherShards, layerShapes, shardLayer, unshardLayerGrads, type LayerShard } from '../../../engine/parallel/tensor_parallel_shard.ts';
+import { maxRelError } from '../../helpers/rel_error.ts';
 
 const CFG: LlamaConfig = {
   vocabSize: 40,
@@ -57,16 +58,7 @@ const randomLayer = (cfg: LlamaConfig, r: Rng) => layerShapes(cfg).map((s) => (s
 /** Row b of the batch starts at position b, so that the tables are read at more than one offset. */
 const POSITIONS = Int32Array.from({ length: B * S }, (_, i) => Math.floor(i / S) + (i % S));
 
-function relErr(got: Float32Array, want: Float32Array): number {
-  expect(got.length).toBe(want.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < want.length; i++) {
-    d = Math.max(d, Math.abs(got[i] - want[i]));
-    m = Math.max(m, Math.abs(want[i]));
-  }
-  return d / m;
-}
+const relErr = maxRelError;
 
 /** The collectives, replaced by sums; every all-reduce's element count is recorded. */
 class Sums {

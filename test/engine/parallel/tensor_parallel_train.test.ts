@@ -27,6 +27,7 @@ import { residentParams, SegmentedModel } from '../../../engine/train/segments.t
 import { WorkerError } from '../../../engine/parallel/errors.ts';
 import { loadJobParams, lossScale, splitBatch } from '../../../engine/parallel/job.ts';
 import { tensorParallelWeightBytes, TensorParallelTrainer, type TensorParallelStep } from '../../../engine/parallel/tensor_parallel_train.ts';
+import { maxRelError } from '../../helpers/rel_error.ts';
 
 const LR = 1e-3;
 const WD = 0.01;
@@ -56,16 +57,7 @@ afterAll(async () => {
   await dev.dispose();
 });
 
-function relErr(got: Float32Array, want: Float32Array): number {
-  expect(got.length).toBe(want.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < want.length; i++) {
-    d = Math.max(d, Math.abs(got[i] - want[i]));
-    m = Math.max(m, Math.abs(want[i]));
-  }
-  return m === 0 ? d : d / m;
-}
+const relErr = maxRelError;
 
 /** Elements that differ (a plain loop: toEqual on millions of elements is slow). */
 function mismatches(a: Float32Array, b: Float32Array): number {
