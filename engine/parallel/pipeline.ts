@@ -22,7 +22,7 @@ import type { Batch } from '../train/corpus.ts';
 import { paramSpecs } from '../train/lm_params.ts';
 import { segmentSpecs } from '../train/segments.ts';
 import type { CommStats } from './comm.ts';
-import { lossScale, splitBatch, type JobOptions } from './job.ts';
+import { JOB_LR, lossScale, splitBatch, type JobOptions } from './job.ts';
 import type { WorkerMemory } from './layout.ts';
 import { WorkerGroup } from './group.ts';
 import { analyzeTimeline, gpipeSchedule, measuredTimeline, oneFOneBSchedule, type MeasuredTimeline, type PipelineOpKind, type PipelineSchedule, type TimelineAnalysis } from './pipeline_schedule.ts';
@@ -131,7 +131,7 @@ export class PipelineTrainer {
     if (precision !== 'fp32' && precision !== 'bf16') throw new ServelabError(`pipeline: precision must be 'fp32' or 'bf16', got ${JSON.stringify(precision)}`);
     const group = await WorkerGroup.start({ workers: opts.stages, device: opts.device, budget: opts.budget ?? null, threads: opts.threads });
     try {
-      const init: StageInit = { stages: opts.stages, model: opts.model, precision, lr: opts.lr, weightDecay: opts.weightDecay };
+      const init: StageInit = { stages: opts.stages, model: opts.model, precision, lr: opts.lr ?? JOB_LR, weightDecay: opts.weightDecay ?? 0.01 };
       await group.run(TASKS, 'init', init);
     } catch (e) {
       await group.close();

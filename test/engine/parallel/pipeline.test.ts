@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevice, type Device, type Tensor } from '../../../engine/index.ts';
 import { PipelineTrainer, pipelineSchedule, type PipelineStepResult } from '../../../engine/parallel/pipeline.ts';
 import { WorkerError } from '../../../engine/parallel/errors.ts';
-import { loadJobParams, lossScale, splitBatch } from '../../../engine/parallel/job.ts';
+import { JOB_LR, loadJobParams, lossScale, splitBatch } from '../../../engine/parallel/job.ts';
 import { timelineViolations } from '../../../engine/parallel/pipeline_schedule.ts';
 import { AdamW } from '../../../engine/train/adamw.ts';
 import { paramSpecs } from '../../../engine/train/lm_params.ts';
@@ -53,7 +53,7 @@ async function reference(dev: Device, mode: 'micro' | 'whole'): Promise<{ losses
   const specs = paramSpecs(cfg);
   const params = values.map((v, i) => dev.tensor(v, specs[i].shape, 'fp32', { tag: 'weights' }));
   const model = new SegmentedModel(dev, cfg);
-  const opt = new AdamW(dev, params);
+  const opt = new AdamW(dev, params, { lr: JOB_LR, weightDecay: 0.01 });
   const losses: number[] = [];
   for (const batch of BATCHES) {
     const parts: SegmentBatch[] = mode === 'micro' ? splitBatch(batch, M) : splitBatch(batch, 1);
