@@ -33,6 +33,7 @@ export interface ZeroRow {
   /** The paper's 2 Psi or 3 Psi in bf16 bytes x (N - 1) / N. */
   predictedCommBytes: number;
   stepMs: number;
+  /** The last step's loss (the same for every scheme: they train the same weights). */
   loss: number;
 }
 
@@ -130,7 +131,7 @@ export async function benchParallel(_kind = 'cpu', opts: { quick?: boolean; log?
           commBytesPerStep: 2 * r.commElements,
           predictedCommBytes: 2 * r.predictedComm.ring,
           stepMs: r.stepMs,
-          loss: r.loss,
+          loss: results[results.length - 1].loss,
         });
         const w = await t.weights();
         if (!reference) reference = w;
@@ -207,7 +208,7 @@ async function benchTensor(batches: Batch[], log: (s: string) => void): Promise<
         weightBytesPerWorker: Math.max(...r.memory.map((m) => m.byTag.weights)),
         predictedWeightBytes: w.perRank + ROTARY_BYTES,
         stepMs: r.stepMs,
-        loss: r.loss,
+        loss: steps[steps.length - 1].loss,
       });
       const row = rows[rows.length - 1];
       log(`  tensor parallel N = ${workers}: ${(row.bytesPerLayer / 2 ** 20).toFixed(2)} MiB sent per layer (Megatron ${(row.predictedBytesPerLayer / 2 ** 20).toFixed(2)}), ${(row.weightBytesPerWorker / 2 ** 20).toFixed(2)} MiB of weights a worker, ${row.stepMs.toFixed(0)} ms`);
