@@ -117,7 +117,10 @@ export class Comm {
     return fromBytes(dtype, await this.recvBytes('p2p', src));
   }
 
-  /** The root's payload on every rank, passed down the chain root, root + 1, ... (pipelined as NCCL's ring). */
+  /**
+   * The root's payload on every rank, passed down the chain root, root + 1, ...: each rank forwards it whole once
+   * received (NCCL pipelines the same chain in chunks).
+   */
   async broadcast(p: Payload | null, root: number, dtype: PayloadDType): Promise<Payload> {
     checkDType('broadcast', dtype);
     if (!Number.isInteger(root) || root < 0 || root >= this.size) throw new ServelabError(`broadcast: root ${root} is not a rank of ${this.size}`);
