@@ -9,15 +9,10 @@
 import type { Device } from '../device/device.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import { DTypeError, ServelabError, ShapeError } from '../errors.ts';
-import { adamwGraph, type UpdateSpec } from '../train/adamw.ts';
+import { adamwGraph, adamwHyperparameters, type AdamWOptions, type UpdateSpec } from '../train/adamw.ts';
 import type { DType } from '../dtype/dtype.ts';
 
-export interface ShardedAdamWOptions {
-  lr?: number;
-  betas?: readonly [number, number];
-  eps?: number;
-  weightDecay?: number;
-}
+export type ShardedAdamWOptions = Pick<AdamWOptions, 'lr' | 'betas' | 'eps' | 'weightDecay'>;
 
 export class ShardedAdamW {
   readonly lr: number;
@@ -36,10 +31,7 @@ export class ShardedAdamW {
     shards: readonly Float32Array[],
     opts: ShardedAdamWOptions = {},
   ) {
-    this.lr = opts.lr ?? 1e-3;
-    this.betas = opts.betas ?? [0.9, 0.999];
-    this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0.01;
+    ({ lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: this.weightDecay } = adamwHyperparameters(opts, 'ShardedAdamW'));
     if (dtype !== 'bf16' && dtype !== 'fp16') throw new DTypeError('ShardedAdamW', [dtype], 'ZeRO partitions mixed-precision training: parameters must be bf16 or fp16, with fp32 masters');
     try {
       shards.forEach((values, i) => {

@@ -40,6 +40,19 @@ export interface AdamWOptions {
   reserveBytes?: number;
 }
 
+export type AdamWHyperparameters = Required<Pick<AdamWOptions, 'lr' | 'betas' | 'eps' | 'weightDecay'>>;
+
+/** The options' learning rate, betas, eps and weight decay with their defaults, checked; `who` leads the error. */
+export function adamwHyperparameters(opts: Pick<AdamWOptions, 'lr' | 'betas' | 'eps' | 'weightDecay'>, who: string): AdamWHyperparameters {
+  const h = { lr: opts.lr ?? 1e-3, betas: opts.betas ?? ([0.9, 0.999] as const), eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0.01 };
+  const [b1, b2] = h.betas;
+  if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1)) throw new ServelabError(`${who}: betas must lie in [0, 1), got [${b1}, ${b2}]`);
+  if (!(h.lr >= 0 && h.eps >= 0 && h.weightDecay >= 0)) {
+    throw new ServelabError(`${who}: lr, eps and weightDecay must be non-negative, got ${h.lr}, ${h.eps}, ${h.weightDecay}`);
+  }
+  return h;
+}
+
 /**
  * One parameter and its fp32 state. The state tensors are on the device, or (paged) on the optimizer's host memory;
  * the pager moves them, so they are not readonly.
@@ -122,15 +135,7 @@ export class AdamW {
     readonly params: readonly Tensor[],
     opts: AdamWOptions = {},
   ) {
-    this.lr = opts.lr ?? 1e-3;
-    this.betas = opts.betas ?? [0.9, 0.999];
-    this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0.01;
-    const [b1, b2] = this.betas;
-    if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1)) throw new ServelabError(`AdamW: betas must lie in [0, 1), got [${b1}, ${b2}]`);
-    if (!(this.lr >= 0 && this.eps >= 0 && this.weightDecay >= 0)) {
-      throw new ServelabError(`AdamW: lr, eps and weightDecay must be non-negative, got ${this.lr}, ${this.eps}, ${this.weightDecay}`);
-    }
+    ({ lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: this.weightDecay } = adamwHyperparameters(opts, 'AdamW'));
     const reserve = opts.reserveBytes ?? 0;
     if (!(Number.isFinite(reserve) && reserve >= 0)) throw new ServelabError(`AdamW: reserveBytes must be a non-negative number of bytes, got ${reserve}`);
     if (opts.reserveBytes !== undefined && !opts.paged) throw new ServelabError('AdamW: reserveBytes applies to paged states only; pass paged: true');
