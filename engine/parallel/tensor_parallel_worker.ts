@@ -21,6 +21,7 @@ import { loadJobParams } from './job.ts';
 import { tensorParallelLayer, type TensorParallelLayer, type TensorParallelPrecision } from './tensor_parallel.ts';
 import { LAYER_PARAMS, shardLayer, shardShapes } from './tensor_parallel_shard.ts';
 import type { WorkerContext } from './worker.ts';
+import { sumGrads } from './sum_grads.ts';
 
 const PER_LAYER = LAYER_PARAMS.length;
 
@@ -193,7 +194,7 @@ export async function step(ctx: WorkerContext, a: { batch: TpBatch; mode: 'loss'
     }
     const [dot, dEmbed] = await dev.run(s.embed.vjp, [tokens, params[0], dh]);
     free(dot, dh);
-    grads[0] = grads[0] ? await sumInto(grads[0], dEmbed) : dEmbed.retag('grads');
+    grads[0] = grads[0] ? await sumGrads(grads[0], dEmbed) : dEmbed.retag('grads');
     // The norms' partial gradients: one bucket, all-reduced in fp32.
     const norms = Array.from({ length: 2 * L }, (_, k) => 1 + PER_LAYER * Math.floor(k / 2) + (k % 2) * 5);
     const H = cfg.hiddenSize;
@@ -214,15 +215,4 @@ export async function step(ctx: WorkerContext, a: { batch: TpBatch; mode: 'loss'
   } finally {
     free(...own, ...grads);
   }
-}
-
-/** a + b as an fp32 gradient (the tied embedding's two contributions); both are disposed. */
-async function sumInto(a: Tensor, b: Tensor): Promise<Tensor> {
-  const x = Float32Array.from(await a.values());
-  const y = await b.values();
-  for (let i = 0; i < x.length; i++) x[i] += y[i];
-  const t = Tensor.adopt(a.device, a.shape, 'fp32', x, 'grads', a.label);
-  a.dispose();
-  b.dispose();
-  return t;
 }

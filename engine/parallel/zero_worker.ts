@@ -18,6 +18,7 @@ import { COLLECTIVES, type CommStats } from './comm.ts';
 import { loadJobParams } from './job.ts';
 import { shardRange } from './shard.ts';
 import { ShardedAdamW } from './sharded_adamw.ts';
+import { sumGrads } from './sum_grads.ts';
 import type { ZeroStage } from './zero_memory.ts';
 import type { WorkerContext } from './worker.ts';
 
@@ -75,17 +76,6 @@ export function init(ctx: WorkerContext, a: ZeroInit): { params: number } {
   return { params: values.reduce((n, v) => n + v.length, 0) };
 }
 
-/** acc + g in fp32, rounded to the gradients' dtype; both are disposed. */
-function addGrads(ctx: WorkerContext, acc: Tensor, g: Tensor): Tensor {
-  const a = acc.toFloat32();
-  const b = g.toFloat32();
-  for (let i = 0; i < a.length; i++) a[i] = a[i] + b[i];
-  const sum = ctx.dev.tensor(a, acc.shape, acc.dtype, { tag: 'grads', label: acc.label });
-  acc.dispose();
-  g.dispose();
-  return sum;
-}
-
 export async function step(ctx: WorkerContext, a: { batch: SegmentBatch; scale: number; lr: number }): Promise<ZeroWorkerStep> {
   const s = state(ctx);
   const { comm, dev } = ctx;
@@ -113,7 +103,7 @@ export async function step(ctx: WorkerContext, a: { batch: SegmentBatch; scale: 
       for (let k = 0; k < grads.length; k++) {
         const i = seg.params[k];
         const prev = partial.get(i);
-        const g = prev ? addGrads(ctx, prev, grads[k]) : grads[k];
+        const g = prev ? await sumGrads(prev, grads[k]) : grads[k];
         if (--left[i] > 0) {
           partial.set(i, g);
           continue;
