@@ -148,11 +148,15 @@ export class Comm {
   /** This rank's shard (shardRange) of the element-wise sum over ranks. p is left as it was. */
   async reduceScatter(p: Payload): Promise<Payload> {
     checkDType('reduceScatter', p.dtype);
+    return this.reduceScatterInPlace(copy(p));
+  }
+
+  /** reduceScatter on a payload the caller gives up (its values become partial sums). */
+  private async reduceScatterInPlace(work: Payload): Promise<Payload> {
     this.count('reduceScatter', 0, 0, true);
-    const work = copy(p);
     await this.ringReduceScatter('reduceScatter', work);
-    const { start, end } = shardRange(p.data.length, this.size, this.rank);
-    return { dtype: p.dtype, data: work.data.slice(start, end) };
+    const { start, end } = shardRange(work.data.length, this.size, this.rank);
+    return { dtype: work.dtype, data: work.data.slice(start, end) };
   }
 
   /** Every rank's shard joined in rank order: `n` elements in all, this rank's shard being shardRange(n, size, rank). */
@@ -212,7 +216,8 @@ export class Comm {
 
   /** This rank's shard of the flattened sum, a 1-d tensor tagged `tag` (default t's). */
   async reduceScatterTensor(t: Tensor, tag: MemoryTag = t.tag): Promise<Tensor> {
-    const p = await this.reduceScatter(await payloadOf('reduceScatterTensor', t));
+    // payloadOf reads a copy of t's values: it can be reduced in place.
+    const p = await this.reduceScatterInPlace(await payloadOf('reduceScatterTensor', t));
     return Tensor.adopt(t.device as Device, [p.data.length], t.dtype, p.data, tag, t.label);
   }
 
