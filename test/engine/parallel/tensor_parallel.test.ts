@@ -21,20 +21,9 @@ import { Rng } from '../../../engine/train/rng.ts';
 import { tensorParallelLayer, tpCommBytesPerLayer, type TensorParallelLayer, type TensorParallelPrecision } from '../../../engine/parallel/tensor_parallel.ts';
 import { gatherShards, layerShapes, shardLayer, unshardLayerGrads, type LayerShard } from '../../../engine/parallel/tensor_parallel_shard.ts';
 import { maxRelError } from '../../helpers/rel_error.ts';
+import { TINY_LLAMA } from '../../helpers/tiny_llama.ts';
 
-const CFG: LlamaConfig = {
-  vocabSize: 40,
-  hiddenSize: 32,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 8,
-  intermediateSize: 48,
-  rmsNormEps: 1e-5,
-  ropeTheta: 10000,
-  maxPositions: 16,
-  tieWordEmbeddings: false,
-};
+const CFG: LlamaConfig = { ...TINY_LLAMA, maxPositions: 16, tieWordEmbeddings: false };
 /** Multi-head attention (4 kv heads), so that 4 ranks divide every split. */
 const CFG_MHA: LlamaConfig = { ...CFG, numKvHeads: 4 };
 const B = 2;

@@ -28,6 +28,7 @@ import { WorkerError } from '../../../engine/parallel/errors.ts';
 import { loadJobParams, lossScale, splitBatch } from '../../../engine/parallel/job.ts';
 import { tensorParallelWeightBytes, TensorParallelTrainer, type TensorParallelStep } from '../../../engine/parallel/tensor_parallel_train.ts';
 import { maxRelError } from '../../helpers/rel_error.ts';
+import { TINY_LLAMA } from '../../helpers/tiny_llama.ts';
 
 const LR = 1e-3;
 const WD = 0.01;
@@ -35,19 +36,7 @@ const TOL = 1e-5;
 const GRAD_TOL = 1e-4;
 
 /** Multi-head attention (4 kv heads) so that N = 4 divides every split; untied head. */
-const TINY: LlamaConfig = {
-  vocabSize: 40,
-  hiddenSize: 32,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 4,
-  headDim: 8,
-  intermediateSize: 48,
-  rmsNormEps: 1e-5,
-  ropeTheta: 10000,
-  maxPositions: 16,
-  tieWordEmbeddings: false,
-};
+const TINY: LlamaConfig = { ...TINY_LLAMA, numKvHeads: 4, maxPositions: 16, tieWordEmbeddings: false };
 
 let dev: Device;
 beforeAll(async () => {

@@ -21,20 +21,9 @@ import { runBackward } from '../../../engine/train/step.ts';
 import { Rng } from '../../../engine/train/rng.ts';
 import { residentParams, segmentSpecs, SegmentedModel, type ParamPrecision, type SegmentBatch } from '../../../engine/train/segments.ts';
 import { relError } from '../../helpers/rel_error.ts';
+import { TINY_LLAMA } from '../../helpers/tiny_llama.ts';
 
-const CFG: LlamaConfig = {
-  vocabSize: 40,
-  hiddenSize: 32,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 8,
-  intermediateSize: 48,
-  rmsNormEps: 1e-5,
-  ropeTheta: 10000,
-  maxPositions: 32,
-  tieWordEmbeddings: true,
-};
+const CFG: LlamaConfig = TINY_LLAMA;
 const UNTIED: LlamaConfig = { ...CFG, tieWordEmbeddings: false };
 const B = 4;
 const S = 16;
