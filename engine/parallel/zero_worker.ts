@@ -69,9 +69,10 @@ export function init(ctx: WorkerContext, a: ZeroInit): { params: number } {
   const s: ZeroState = { stage: a.stage, model, shapes, names, full: null, shards: null, adam: null, sharded: null };
   const opt = { lr: a.lr, weightDecay: a.weightDecay };
   if (a.stage < 3) s.full = values.map((v, i) => ctx.dev.tensor(v, shapes[i], 'bf16', { tag: 'weights', label: names[i] }));
-  else s.shards = values.map((v, i) => ctx.dev.tensor(own(v), [own(v).length], 'bf16', { tag: 'weights', label: `${names[i]} shard` }));
+  const shards = a.stage === 0 ? [] : values.map(own);
+  if (a.stage === 3) s.shards = shards.map((v, i) => ctx.dev.tensor(v, [v.length], 'bf16', { tag: 'weights', label: `${names[i]} shard` }));
   if (a.stage === 0) s.adam = new AdamW(ctx.dev, s.full!, opt);
-  else s.sharded = new ShardedAdamW(ctx.dev, 'bf16', values.map(own), opt);
+  else s.sharded = new ShardedAdamW(ctx.dev, 'bf16', shards, opt);
   ctx.state.set('zero', s);
   return { params: values.reduce((n, v) => n + v.length, 0) };
 }
