@@ -178,5 +178,5 @@ requireHub(`a class of ${STUDENTS} on JupyterHub 3 (LocalProcessSpawner, local u
     const pids = rows.map((x) => x.kernels[0]);
     expect(new Set(pids).size).toBe(STUDENTS);
     expect(fit).toBeGreaterThan(0);
-  }, 200_000);
+  }, 400_000);
 });
