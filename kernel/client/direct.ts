@@ -68,7 +68,7 @@ export class DirectClient {
     // Up when it answers kernel_info and its iopub reaches us (a subscription takes a moment to connect).
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (this.proc.exitCode !== null) break;
+      if (this.exited) break;
       const r = await this.request('kernel_info_request', {}, 'shell', 500).catch(() => null);
       if (r && this.iopubMsgs.some((m) => m.parent_header.msg_id === r.parent_header.msg_id)) return;
     }
@@ -80,13 +80,23 @@ export class DirectClient {
     this.waiters.splice(0).forEach((w) => w());
   }
 
+  /**
+   * Whether the kernel process has ended. One killed by a signal (the out-of-memory killer, a crash in a native
+   * library) has a signal code and no exit code.
+   */
+  get exited(): boolean {
+    return this.proc.exitCode !== null || this.proc.signalCode !== null;
+  }
+
   private async until<T>(find: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = find();
       if (v !== undefined) return v;
       if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms`);
-      if (this.proc.exitCode !== null) throw new Error(`the kernel exited (code ${this.proc.exitCode}): ${this.stderr.trim()}`);
+      if (this.exited) {
+        throw new Error(`the kernel exited (${this.proc.signalCode ?? `code ${this.proc.exitCode}`}): ${this.stderr.trim()}`);
+      }
       await new Promise<void>((res) => {
         this.waiters.push(res);
         setTimeout(res, 50);
@@ -138,10 +148,8 @@ export class DirectClient {
   }
 
   async stop(): Promise<void> {
-    // A process killed by a signal has no exit code, only a signal code: both mean it is gone.
-    const gone = () => this.proc.exitCode !== null || this.proc.signalCode !== null;
-    if (this.proc && !gone()) {
-      const exited = new Promise((res) => (gone() ? res(null) : this.proc.once('exit', res)));
+    if (this.proc && !this.exited) {
+      const exited = new Promise((res) => (this.exited ? res(null) : this.proc.once('exit', res)));
       await this.request('shutdown_request', { restart: false }, 'control', 5000).catch(() => this.proc.kill('SIGKILL'));
       // A kernel that answered but does not exit (a native library's threads that never join) is not waited for forever.
       const kill = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);

@@ -193,3 +193,21 @@ describe('servelab kernel', () => {
     expect(closed?.content).toMatchObject({ comm_id: 'c1' });
   });
 });
+
+describe('a kernel that dies', () => {
+  it('killed by a signal, a pending request fails at once with the signal named, and stop() returns', async () => {
+    const k = new TestClient();
+    await k.start();
+    try {
+      const t0 = performance.now();
+      const run = k.execute('await new Promise((r) => setTimeout(r, 60_000))');
+      const failed = expect(run).rejects.toThrow(/the kernel exited \(SIGKILL\)/);
+      k.proc.kill('SIGKILL');
+      await failed;
+      expect(performance.now() - t0).toBeLessThan(10_000);
+      expect(k.exited).toBe(true);
+    } finally {
+      await k.stop();
+    }
+  }, 60_000);
+});
