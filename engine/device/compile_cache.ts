@@ -57,21 +57,28 @@ const settledRss = async () => {
   return rss();
 };
 
+/** The queue of every compile in this thread whose memory is read from the process's resident set. */
+const measuredCompiles: { chain: Promise<unknown> } = { chain: Promise.resolve() };
+
 export class CompileCache {
   private readonly entries = new Map<string, Entry>();
   private readonly pending = new Map<string, Promise<Entry>>();
   private readonly byTensor = new Map<number, Set<string>>();
   private created = 0;
   private released = 0;
-  // Session creations are measured by the process's growth, so they run one at a time.
-  private chain: Promise<unknown> = Promise.resolve();
+  // Session creations are measured by the process's growth, so they run one at a time: on this device, and, where
+  // the backend measures that growth, in the whole thread (two devices of one process compiling at once would each
+  // count the other's session too).
+  private readonly queue: { chain: Promise<unknown> };
 
   constructor(
     private readonly backend: Backend,
     private readonly memory: MemoryTracker,
     /** At most this many bytes of sessions stay cached; least recently used go first. */
     public maxBytes: number,
-  ) {}
+  ) {
+    this.queue = backend.measuresHostMemory ? measuredCompiles : { chain: Promise.resolve() };
+  }
 
   /** The entry for a graph (compiled with these options), compiled on a miss; a hit is marked most recently used. */
   async get(graph: Graph, opts: CompileOptions = {}): Promise<Entry> {
@@ -142,8 +149,8 @@ export class CompileCache {
   }
 
   private async create(graph: Graph, key: string, opts: CompileOptions): Promise<Entry> {
-    const run = this.chain.then(() => this.compile(graph, key, opts));
-    this.chain = run.catch(() => undefined);
+    const run = this.queue.chain.then(() => this.compile(graph, key, opts));
+    this.queue.chain = run.catch(() => undefined);
     return run;
   }
 

@@ -126,4 +126,31 @@ describe('compile cache on cpu', () => {
     const small = dev.tensor([1, 0, 0, 1], [2, 2], 'fp32', { tag: 'weights' });
     expect((await dev.run(linear(small, 'small'), [dev.tensor([3, 4], [1, 2])]))[0].toArray()).toEqual([3, 4]);
   });
+
+  it('two devices of one process compile one at a time, so neither counts the other\'s session', async () => {
+    const devs = [await createDevice('cpu'), await createDevice('cpu')];
+    // Each session's memory is the process's growth while it is built: intervals that overlapped would count twice.
+    const intervals: { dev: number; start: number; end: number }[] = [];
+    const spies = devs.map((dev, i) => {
+      const backend = dev.backend;
+      const compile = backend.compile.bind(backend);
+      backend.compile = async (...a) => {
+        const start = performance.now();
+        try {
+          return await compile(...a);
+        } finally {
+          intervals.push({ dev: i, start, end: performance.now() });
+        }
+      };
+      return backend;
+    });
+    const ws = devs.map((dev, i) => big(dev, 256, i + 1));
+    await Promise.all(devs.flatMap((dev, i) => [1, 2, 3].map((b) => dev.run(linear(ws[i], `l${i}`), [dev.tensor(new Float32Array(b * 256), [b, 256])]))));
+    expect(spies.length).toBe(2);
+    expect(intervals.filter((v) => v.dev === 0).length).toBe(1);
+    expect(intervals.filter((v) => v.dev === 1).length).toBe(1);
+    const [a, b] = intervals.sort((p, q) => p.start - q.start);
+    expect(b.start).toBeGreaterThanOrEqual(a.end);
+    for (const dev of devs) expect(dev.stats().sessionBytes).toBe(dev.memory.liveByTag().compiled);
+  });
 });
