@@ -6,6 +6,7 @@
  * - paged: blocks of blockSize slots allocated as tokens arrive, with prefix caching and copy-on-write (vLLM);
  * - token: single slots allocated as tokens arrive (LightLLM's TokenAttention); takes token trees (SpecInfer), or,
  *   with radixCache, shares prompt prefixes across requests through a radix tree (SGLang's RadixAttention).
+ * How each layout hands out slots is in slot_layouts.ts; this file owns the pool, the plans of steps and their undo.
  */
 import type { Device } from '../device/device.ts';
 import type { Graph, Value } from '../graph/graph.ts';
@@ -15,6 +16,7 @@ import type { KvCache, KvGraph, KvMemory, KvPlan, KvShape, StepSeq } from './kv_
 import { KvPool } from './kv_pool.ts';
 import { RadixSlots } from './radix_slots.ts';
 import { RegionPool } from './region_pool.ts';
+import { ContiguousSlots, PagedSlots, RadixTokenSlots, TokenSlots, type SlotLayout, type StepWrites } from './slot_layouts.ts';
 import { TokenPool } from './token_pool.ts';
 
 export type PoolLayout = 'contiguous' | 'paged' | 'token';
@@ -59,10 +61,8 @@ export class PoolKvCache implements KvCache {
   readonly supportsTrees: boolean;
   readonly blockSize: number;
   readonly maxSeqLen: number;
-  private readonly blocks: BlockManager | null = null;
-  private readonly tokens: TokenPool | null = null;
-  private readonly regions: RegionPool | null = null;
-  private readonly radix: RadixSlots | null = null;
+  /** How this cache's layout hands out the pool's slots. */
+  private readonly slots: SlotLayout;
   private readonly lens = new Map<SeqId, number>();
   /** Token layout: sequences whose last step was a tree, and where the tree starts. */
   private readonly trees = new Map<SeqId, number>();
@@ -81,13 +81,11 @@ export class PoolKvCache implements KvCache {
     this.gatherBlock = layout === 'contiguous' ? gatherBlockOf(this.maxSeqLen) : this.blockSize;
     this.graphKey = `pool|${this.gatherBlock}`;
     if (layout === 'paged') {
-      this.blocks = new BlockManager({ numBlocks: pool.numSlots / this.blockSize, blockSize: this.blockSize, maxModelLen: this.maxSeqLen, prefixCaching: opts.prefixCaching ?? true });
-    } else if (layout === 'token' && opts.radixCache) {
-      this.radix = new RadixSlots(pool.numSlots);
+      this.slots = new PagedSlots(new BlockManager({ numBlocks: pool.numSlots / this.blockSize, blockSize: this.blockSize, maxModelLen: this.maxSeqLen, prefixCaching: opts.prefixCaching ?? true }));
     } else if (layout === 'token') {
-      this.tokens = new TokenPool(pool.numSlots);
+      this.slots = opts.radixCache ? new RadixTokenSlots(new RadixSlots(pool.numSlots)) : new TokenSlots(new TokenPool(pool.numSlots));
     } else {
-      this.regions = new RegionPool(pool.numSlots);
+      this.slots = new ContiguousSlots(new RegionPool(pool.numSlots), this.maxSeqLen);
     }
   }
 
@@ -118,14 +116,14 @@ export class PoolKvCache implements KvCache {
 
   /** The radix tree of a token cache with radixCache (the prefixes it holds, their locks, LRU eviction). */
   get radixTree(): RadixSlots {
-    if (!this.radix) throw new KvCacheError('PoolKvCache.radixTree', 'invalid-argument', 'this cache has no radix tree (token layout with radixCache)');
-    return this.radix;
+    if (!(this.slots instanceof RadixTokenSlots)) throw new KvCacheError('PoolKvCache.radixTree', 'invalid-argument', 'this cache has no radix tree (token layout with radixCache)');
+    return this.slots.radix;
   }
 
   /** The block manager of the paged layout (block tables, prefix cache, ref counts). */
   get blockManager(): BlockManager {
-    if (!this.blocks) throw new KvCacheError('PoolKvCache.blockManager', 'invalid-argument', `the ${this.layout} layout has no blocks`);
-    return this.blocks;
+    if (!(this.slots instanceof PagedSlots)) throw new KvCacheError('PoolKvCache.blockManager', 'invalid-argument', `the ${this.layout} layout has no blocks`);
+    return this.slots.blocks;
   }
 
   declare(g: Graph, seq: number | string, tree: boolean): KvGraph {
@@ -153,13 +151,13 @@ export class PoolKvCache implements KvCache {
     if (new Set(batch.map((s) => s.seq)).size !== batch.length) throw new KvCacheError(op, 'invalid-argument', 'a sequence appears twice in one step');
     for (const s of batch) this.check(op, s);
     const undo: Undo[] = [];
-    const copies: [number, number][] = [];
     const cached: number[] = [];
     // Keys and values are written after the step's attention has read the cache: a prompt must not hit a block that
     // this same step fills.
-    const unwritten = new Set<number>();
+    const step: StepWrites = { unwritten: new Set(), copies: [] };
     try {
-      for (const s of batch) cached.push(this.admit(s, undo, copies, unwritten));
+      for (const s of batch) cached.push(this.admit(s, undo, step));
+      const { copies } = step;
       if (copies.length > 0) await this.pool.copy(copies.map((c) => c[0]), copies.map((c) => c[1]));
     } catch (e) {
       this.rollback(undo);
@@ -221,7 +219,7 @@ export class PoolKvCache implements KvCache {
         batch.forEach((s, b) => {
           if (s.parents) this.trees.set(s.seq, past[b]);
           else this.trees.delete(s.seq);
-          if (this.radix && undo.some((u) => u.fresh && u.seq === s.seq)) this.radix.cacheUnfinished(s.seq);
+          if (undo.some((u) => u.fresh && u.seq === s.seq)) this.slots.written?.(s.seq);
         });
       },
       abort: () => {
@@ -241,11 +239,7 @@ export class PoolKvCache implements KvCache {
     this.assertLive();
     if (this.lens.has(seq)) throw new KvCacheError('PoolKvCache.canAdmit', 'invalid-argument', `sequence ${seq} is already in the cache`);
     if (prompt.length === 0) throw new KvCacheError('PoolKvCache.canAdmit', 'invalid-argument', `sequence ${seq}: a prompt needs at least one token`);
-    if (prompt.length > this.maxSeqLen) return false;
-    if (this.blocks) return this.blocks.canAllocate(seq, prompt);
-    if (this.radix) return this.radix.canAdmit(prompt);
-    if (this.tokens) return prompt.length <= this.tokens.numFree;
-    return this.regions!.canAllocate(this.maxSeqLen);
+    return prompt.length <= this.maxSeqLen && this.slots.canAdmit(seq, prompt);
   }
 
   /**
@@ -255,28 +249,8 @@ export class PoolKvCache implements KvCache {
    */
   fits(batch: readonly StepSeq[]): boolean {
     this.assertLive();
-    let need = 0;
-    let earlier = false;
-    const regions: number[] = [];
-    for (const s of batch) {
-      const len = this.lens.get(s.seq);
-      const n = s.tokens.length;
-      if ((len ?? 0) + n > this.maxSeqLen) return false;
-      if (this.blocks) {
-        if (len === undefined) {
-          // A prompt after another in the same step may not hit what that one fills: counted without hits.
-          need += earlier ? Math.ceil(n / this.blockSize) : this.blocks.blocksNeeded(s.seq, s.tokens);
-        } else need += this.blocks.appendBlocks(s.seq, n);
-        earlier = true;
-      } else if (this.radix) {
-        need += len === undefined ? n - this.radix.tree.matchPrefix(s.tokens.slice(0, -1)).length : n;
-      } else if (this.tokens) need += n;
-      else if (len === undefined) regions.push(this.maxSeqLen);
-    }
-    if (this.blocks) return need <= this.blocks.pool.numFree;
-    if (this.radix) return need <= this.radix.numAvailable;
-    if (this.tokens) return need <= this.tokens.numFree;
-    return regions.length === 0 || this.regions!.canAllocateAll(regions);
+    if (batch.some((s) => (this.lens.get(s.seq) ?? 0) + s.tokens.length > this.maxSeqLen)) return false;
+    return this.slots.fits(batch, this.lens);
   }
 
   /**
@@ -285,14 +259,11 @@ export class PoolKvCache implements KvCache {
    */
   canReserve(lengths: readonly number[], empty = false): boolean {
     if (lengths.some((n) => n > this.maxSeqLen)) return false;
+    if (!empty) return this.slots.canReserve(lengths);
+    // The empty pool: regions of maxSeqLen (contiguous), else blocks of blockSize (1 for tokens).
     const B = this.layout === 'contiguous' ? this.maxSeqLen : this.blockSize;
     const units = lengths.reduce((s, n) => s + (this.layout === 'contiguous' ? 1 : Math.ceil(n / B)), 0);
-    const total = this.pool.numSlots / B;
-    if (empty) return units <= total;
-    if (this.blocks) return units <= this.blocks.pool.numFree;
-    if (this.radix) return units <= this.radix.numAvailable;
-    if (this.tokens) return units <= this.tokens.numFree;
-    return this.regions!.canAllocateAll(lengths.map(() => this.maxSeqLen));
+    return units <= this.pool.numSlots / B;
   }
 
   /**
@@ -314,7 +285,7 @@ export class PoolKvCache implements KvCache {
     if (tokens.length !== kv.length) throw new KvCacheError('PoolKvCache.swapIn', 'invalid-argument', `sequence ${seq}: ${tokens.length} tokens for ${kv.length} swapped rows`);
     const undo: Undo[] = [];
     this.check('PoolKvCache.swapIn', { seq, tokens });
-    this.admit({ seq, tokens }, undo, []);
+    this.admit({ seq, tokens }, undo);
     // The whole sequence is written, prefix hits included: their rows are the same values.
     this.lens.set(seq, tokens.length);
     try {
@@ -344,8 +315,8 @@ export class PoolKvCache implements KvCache {
    */
   acceptTree(seq: SeqId, path: readonly number[]): void {
     const start = this.trees.get(seq);
-    if (start === undefined || !this.tokens) throw new KvCacheError('PoolKvCache.acceptTree', 'invalid-argument', `sequence ${seq} has no token tree to accept`);
-    this.tokens.select(seq, start, path);
+    if (start === undefined || !(this.slots instanceof TokenSlots)) throw new KvCacheError('PoolKvCache.acceptTree', 'invalid-argument', `sequence ${seq} has no token tree to accept`);
+    this.slots.tokens.select(seq, start, path);
     this.lens.set(seq, start + path.length);
     this.trees.delete(seq);
   }
@@ -358,7 +329,7 @@ export class PoolKvCache implements KvCache {
     const len = this.length(seq);
     checkCount('PoolKvCache.truncate', 'n', n, 0);
     if (n > len) throw new KvCacheError('PoolKvCache.truncate', 'invalid-argument', `sequence ${seq} holds ${len} tokens, cannot keep ${n}`);
-    this.cut(seq, n);
+    this.slots.cut(seq, n);
     this.lens.set(seq, n);
     this.trees.delete(seq);
   }
@@ -371,12 +342,7 @@ export class PoolKvCache implements KvCache {
 
   /** The slot of each cached position of the sequence. */
   slotTable(seq: SeqId): number[] {
-    const n = this.length(seq);
-    if (this.blocks) return this.blocks.slotMapping(seq);
-    if (this.tokens) return [...this.tokens.tokenTable(seq)];
-    if (this.radix) return [...this.radix.table(seq)];
-    const r = this.regions!.region(seq);
-    return Array.from({ length: n }, (_, i) => r.offset + i);
+    return this.slots.slotTable(seq, this.length(seq));
   }
 
   has(seq: SeqId): boolean {
@@ -395,10 +361,7 @@ export class PoolKvCache implements KvCache {
 
   free(seq: SeqId): void {
     this.length(seq);
-    if (this.blocks) this.blocks.free(seq);
-    else if (this.radix) this.radix.finish(seq);
-    else if (this.tokens) this.tokens.free(seq);
-    else this.regions!.free(seq);
+    this.slots.free(seq);
     this.lens.delete(seq);
     this.trees.delete(seq);
   }
@@ -409,36 +372,7 @@ export class PoolKvCache implements KvCache {
 
   memory(): KvMemory {
     const bpt = this.pool.bytesPerSlot;
-    let reserved = 0;
-    let used = 0;
-    let reservation = 0;
-    let external = 0;
-    let free = 0;
-    if (this.blocks) {
-      const B = this.blockSize;
-      const filled = new Map<number, number>();
-      for (const seq of this.lens.keys()) {
-        const n = this.length(seq);
-        this.blocks.blockTable(seq).forEach((blk, i) => filled.set(blk, Math.max(filled.get(blk) ?? 0, Math.min(B, n - i * B))));
-      }
-      reserved = filled.size * B;
-      for (const f of filled.values()) used += f;
-      free = this.blocks.pool.numFree * B;
-    } else if (this.radix) {
-      reserved = used = this.radix.heldSlots();
-      free = this.radix.numAvailable;
-    } else if (this.tokens) {
-      for (const n of this.lens.values()) used += n;
-      reserved = this.pool.numSlots - this.tokens.numFree;
-      free = this.tokens.numFree;
-    } else {
-      for (const n of this.lens.values()) used += n;
-      reserved = this.lens.size * this.maxSeqLen;
-      reservation = reserved - used;
-      const gaps = this.regions!.gaps();
-      free = gaps.reduce((s, g) => s + g.length, 0);
-      external = gaps.filter((g) => g.length < this.maxSeqLen).reduce((s, g) => s + g.length, 0);
-    }
+    const { reserved, used, reservation, external, free } = this.slots.counts(this.lens);
     return {
       layout: this.layout,
       bytesPerToken: bpt,
@@ -467,7 +401,7 @@ export class PoolKvCache implements KvCache {
     const n = (this.lens.get(s.seq) ?? 0) + s.tokens.length;
     if (n > this.maxSeqLen) throw new KvCacheError(op, 'too-long', `sequence ${s.seq} would hold ${n} tokens; the cache takes at most ${this.maxSeqLen}`);
     if (!s.parents) return;
-    if (!this.supportsTrees) throw new KvCacheError(op, 'invalid-argument', `token trees need the token layout without a radix cache (this cache is ${this.radix ? 'token with radixCache' : this.layout}): a tree's tokens are kept or dropped one by one`);
+    if (!this.supportsTrees) throw new KvCacheError(op, 'invalid-argument', `token trees need the token layout without a radix cache (this cache is ${this.slots instanceof RadixTokenSlots ? 'token with radixCache' : this.layout}): a tree's tokens are kept or dropped one by one`);
     if (!this.lens.has(s.seq)) throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: a token tree extends a cached prefix; prefill the sequence first`);
     if (s.parents.length !== s.tokens.length || s.parents.some((p, i) => !Number.isInteger(p) || p < -1 || p >= i)) {
       throw new KvCacheError(op, 'invalid-argument', `sequence ${s.seq}: parents must give, for each token, -1 or the index of an earlier token`);
@@ -475,68 +409,29 @@ export class PoolKvCache implements KvCache {
   }
 
   /** Allocates one sequence's slots for this step; returns the prompt tokens found in the prefix cache. */
-  private admit(s: StepSeq, undo: Undo[], copies: [number, number][], unwritten = new Set<number>()): number {
+  private admit(s: StepSeq, undo: Undo[], step: StepWrites = { unwritten: new Set(), copies: [] }): number {
     const fresh = !this.lens.has(s.seq);
     const prevLen = this.lens.get(s.seq) ?? 0;
-    const n = s.tokens.length;
-    let hit = 0;
     const u: Undo = { seq: s.seq, fresh, prevLen, hashed: [] };
     // An existing sequence is undone by cutting it back to prevLen, which is safe whatever part of its act ran.
     if (!fresh) undo.push(u);
-    if (this.blocks) {
-      const B = this.blockSize;
-      if (fresh) {
-        const table = this.blocks.allocate(s.seq, s.tokens, { unwritten });
-        hit = this.blocks.numCachedTokens(s.seq);
-        u.hashed = Array.from({ length: table.length }, (_, i) => i).filter((i) => i >= hit / B);
-        for (const i of u.hashed) unwritten.add(table[i]);
-      } else {
-        for (const t of s.tokens) {
-          const r = this.blocks.append(s.seq, t);
-          if (r.copy) for (let i = 0; i < B; i++) copies.push([r.copy.src * B + i, r.copy.dst * B + i]);
-          unwritten.add(Math.floor(r.slot / B));
-        }
-      }
-    } else if (this.radix) {
-      if (fresh) hit = this.radix.admit(s.seq, s.tokens);
-      else this.radix.append(s.seq, s.tokens);
-    } else if (this.tokens) {
-      this.tokens.allocate(s.seq, n);
-    } else if (fresh) {
-      this.regions!.allocate(s.seq, this.maxSeqLen);
-    }
+    const { hit, hashed } = this.slots.admit(s, fresh, step);
+    u.hashed = hashed;
     if (fresh) undo.push(u);
-    this.lens.set(s.seq, prevLen + n);
+    this.lens.set(s.seq, prevLen + s.tokens.length);
     return hit;
   }
 
   private rollback(undo: readonly Undo[]): void {
     for (const u of [...undo].reverse()) {
-      if (!u.fresh) {
-        this.cut(u.seq, u.prevLen);
+      if (u.fresh) {
+        this.slots.abandon(u.seq, u.hashed);
+        this.lens.delete(u.seq);
+      } else {
+        this.slots.cut(u.seq, u.prevLen);
         this.lens.set(u.seq, u.prevLen);
-        continue;
       }
-      if (this.blocks) {
-        this.blocks.forgetBlocks(u.seq, u.hashed);
-        this.blocks.free(u.seq);
-      } else if (this.radix) this.radix.abandon(u.seq);
-      else if (this.tokens) this.tokens.free(u.seq);
-      else this.regions!.free(u.seq);
-      this.lens.delete(u.seq);
     }
-  }
-
-  /** Frees a sequence's memory past its first n tokens; blocks past them lose their hashes (their keys are gone). */
-  private cut(seq: SeqId, n: number): void {
-    if (this.blocks) {
-      const from = Math.floor(n / this.blockSize);
-      const total = this.blocks.blockTable(seq).length;
-      const mine = Array.from({ length: total - from }, (_, i) => from + i).filter((i) => this.blocks!.pool.refCount(this.blocks!.blockTable(seq)[i]) === 1);
-      this.blocks.forgetBlocks(seq, mine);
-      this.blocks.truncate(seq, n);
-    } else if (this.radix) this.radix.truncate(seq, n);
-    else if (this.tokens) this.tokens.truncate(seq, n);
   }
 
   private assertLive(): void {
