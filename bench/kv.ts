@@ -6,40 +6,22 @@
  * the share of reserved KV memory that holds tokens per layout, from a pooled cache's own bookkeeping, with how many
  * such requests fit one memory budget.
  */
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
-import { createDevice, Device, Graph, timeMs, type Tensor } from '../engine/index.ts';
-import { OrtBackend } from '../engine/backends/ort.ts';
-import { KvCacheError, kvWaste, PoolKvCache, shareGptLikeBatch, type KvLayout, type PoolLayout, type SeqLength } from '../engine/kv/index.ts';
+import { existsSync } from 'node:fs';
+import { createDevice, timeMs, type Device } from '../engine/index.ts';
+import type { PoolLayout } from '../engine/kv/index.ts';
 import { BUILTIN_CONFIG, BUILTIN_DIR } from '../engine/model/builtin.ts';
 import { loadModel } from '../engine/model/checkpoint.ts';
 import { hfShapes } from '../engine/model/config.ts';
 import { forwardFlops } from '../engine/model/flops.ts';
 import { LlamaModel } from '../engine/model/llama.ts';
-import { kvBytesPerToken, OPT_13B } from '../engine/model/presets.ts';
 import { greedyDecode } from '../engine/model/recompute.ts';
-import { rng, uniform } from './random.ts';
+import { rng, shuffled, uniform } from './random.ts';
+import { median } from './stats.ts';
+import { inTurns, toSpread, turnRatio, type Spread, type TurnRatio } from './kv_turns.ts';
+import { attentionPair, BLOCK, maxAbsDiff, profilePair, WORK, type AttnShape, type KernelTime } from './kv_attention.ts';
+import { memoryRows, type KvMemoryBench } from './kv_memory.ts';
 import type { Target } from './run.ts';
 import { isMain, runAlone } from './alone.ts';
-
-/** A median with its interquartile range, in ms. */
-export interface Spread {
-  ms: number;
-  q1Ms: number;
-  q3Ms: number;
-  runs: number;
-}
-
-/** paged / contiguous over interleaved turns, each turn's ratio of two medians: their median, quartiles and extremes. */
-export interface TurnRatio {
-  median: number;
-  q1: number;
-  q3: number;
-  low: number;
-  high: number;
-  turns: number;
-}
 
 export interface RecomputeRow {
   /** Tokens each timed step predicts from (the median over the steps; they span length - 3 .. length + 4). */
@@ -67,16 +49,6 @@ export interface PairRow {
   planMs?: { contiguous: number; paged: number };
 }
 
-/** Kernel time inside onnxruntime per run, from its profiler: medians over the timed runs, in us. */
-export interface KernelTime {
-  kernelsUs: number;
-  nodes: number;
-  /** The kernels doing attention's work: the fused GroupQueryAttention; paged: Gather, MatMul, FusedMatMul, Softmax, Where, Concat. */
-  workUs: number;
-  /** By ONNX op type. */
-  pieces: Record<string, number>;
-}
-
 export interface ProfileRow {
   batch: number;
   length: number;
@@ -88,23 +60,6 @@ export interface ProfileRow {
   workRatio: number;
   /** Wall time through the engine (the timed turns' median) less the profiled kernels, which overstate them: a lower bound, floored at 0. */
   outsideAtLeastUs: { contiguous: number; paged: number };
-}
-
-export interface UsageRow {
-  layout: PoolLayout;
-  /** usedBytes / reservedBytes from cache.memory() after the batch's tokens were allocated. */
-  usedShare: number;
-  /** In token slots, from cache.memory(). */
-  reservedSlots: number;
-  usedSlots: number;
-  reservation: number;
-  internalFragmentation: number;
-  externalFragmentation: number;
-  /** kvWaste's usedShare for the same lengths, and whether its reserved and used slots equal the cache's. */
-  kvWasteShare: number;
-  agrees: boolean;
-  /** The reserved bytes at the preset's fp16 KV bytes per token. */
-  presetReservedGiB: number;
 }
 
 export interface KvBench {
@@ -127,89 +82,13 @@ export interface KvBench {
   };
   profile: ProfileRow[] | null;
   step: { maxSeq: number; blockSize: number; turnsPerRound: number; stepsPerTurn: number; rows: PairRow[] };
-  memory: {
-    preset: string;
-    presetBytesPerToken: number;
-    requests: number;
-    seed: number;
-    meanLength: number;
-    meanFinalLength: number;
-    maxSeqLen: number;
-    blockSize: number;
-    rows: UsageRow[];
-    /** kvWaste for the pre-allocating systems of the paper's Fig. 2: region of maxSeqLen, next power of two, exact final length. */
-    context: { system: string; usedShare: number }[];
-    budget: { bytes: number; slots: number; fits: { layout: PoolLayout; now: number; toFinish: number }[] };
-  };
+  memory: KvMemoryBench;
   notes: string[];
   seconds: number;
 }
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
-const BLOCK = 16;
 const TARGET_RATIO = 1.15;
-
-/** The paper's pre-allocation bound: OPT's context, and each request cut to fit it (engine/kv/sharegpt.ts). */
-const MAX_SEQ_LEN = 2048;
-/** KV memory beside OPT-13B's 26 GB of fp16 weights on an A100-40GB: about 30% of it (the vLLM paper's Fig. 1). */
-const KV_BUDGET_BYTES = 12e9;
-/**
- * The pooled cache that keeps the books of the memory rows: one layer, one kv head, head dim 1 (8 bytes a slot). Its
- * accounting is in token slots, the same for any model; bytes are then those of the preset at fp16.
- */
-const BOOKKEEPING = { numLayers: 1, numKvHeads: 1, numHeads: 1, headDim: 1, maxPositions: MAX_SEQ_LEN };
-
-const median = (v: readonly number[]) => {
-  const s = [...v].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
-/** The value at fraction f of the sorted values (the nearest rank). */
-const at = (sorted: readonly number[], f: number) => sorted[Math.round((sorted.length - 1) * f)];
-
-function toSpread(samples: readonly number[]): Spread {
-  const s = [...samples].sort((a, b) => a - b);
-  return { ms: median(s), q1Ms: at(s, 0.25), q3Ms: at(s, 0.75), runs: s.length };
-}
-
-function turnRatio(ratios: readonly number[]): TurnRatio {
-  const s = [...ratios].sort((a, b) => a - b);
-  return { median: median(s), q1: at(s, 0.25), q3: at(s, 0.75), low: s[0], high: s[s.length - 1], turns: s.length };
-}
-
-const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
-
-/** A seeded permutation of 0..n-1 (Fisher-Yates). */
-function shuffled(n: number, seed: number): number[] {
-  const r = rng(seed);
-  const p = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
-
-/**
- * Two variants timed in turns, the order alternating, so that drift on a shared machine reaches both alike: each turn
- * times one then the other (for budgetMs, or exactly `runs` calls), and its ratio is of the two medians.
- */
-async function inTurns(contiguous: () => Promise<unknown>, paged: () => Promise<unknown>, turns: number, how: { budgetMs: number } | { runs: number }) {
-  const samples = { c: [] as number[], p: [] as number[] };
-  const ratios: number[] = [];
-  for (let t = 0; t < turns; t++) {
-    const opts = 'runs' in how ? { warmup: 0, minRuns: how.runs, maxRuns: how.runs, budgetMs: 0 } : { warmup: t === 0 ? 3 : 1, minRuns: 5, maxRuns: 200, budgetMs: how.budgetMs };
-    const med = { c: 0, p: 0 };
-    for (const v of t % 2 === 0 ? (['c', 'p'] as const) : (['p', 'c'] as const)) {
-      const r = await timeMs(v === 'c' ? contiguous : paged, opts);
-      samples[v].push(...r.samplesMs);
-      med[v] = r.medianMs;
-    }
-    ratios.push(med.p / med.c);
-  }
-  return { contiguous: toSpread(samples.c), paged: toSpread(samples.p), ratio: turnRatio(ratios), samples, ratios };
-}
 
 async function openModel(dev: Device): Promise<{ model: LlamaModel; committed: boolean }> {
   if (existsSync(`${BUILTIN_DIR}/model.safetensors`)) return { model: await loadModel(BUILTIN_DIR, { device: dev }), committed: true };
@@ -240,172 +119,6 @@ async function recompute(model: LlamaModel, lengths: readonly number[], turns: n
     log(`  kv: length ${L}: ${cache.tokensPerSec.toFixed(0)} tokens/s with the cache, ${noCache.tokensPerSec.toFixed(0)} without (${(noCache.ms / cache.ms).toFixed(1)}x; FLOPs ${flopsRatio.toFixed(1)}x)`);
   }
   return rows;
-}
-
-interface AttnShape {
-  Hq: number;
-  Hkv: number;
-  D: number;
-  maxSeq: number;
-}
-
-function gqaGraph({ Hq, Hkv, D }: AttnShape): Graph {
-  const g = new Graph('decode attention, contiguous cache');
-  const ins = [
-    g.input('query', 'fp32', ['batch', 1, Hq * D]), g.input('key', 'fp32', ['batch', 1, Hkv * D]), g.input('value', 'fp32', ['batch', 1, Hkv * D]),
-    g.input('pastKey', 'fp32', ['batch', Hkv, 'maxSeq', D]), g.input('pastValue', 'fp32', ['batch', Hkv, 'maxSeq', D]), g.input('pastLengths', 'int32', ['batch']),
-  ];
-  return g.output(...g.op('GroupQueryAttention', ins, { numHeads: Hq, kvNumHeads: Hkv }));
-}
-
-function pagedGraph({ Hq, Hkv, D }: AttnShape): Graph {
-  const g = new Graph('decode attention, paged cache');
-  const ins = [
-    g.input('query', 'fp32', ['batch', 1, Hq * D]), g.input('key', 'fp32', ['batch', 1, Hkv * D]), g.input('value', 'fp32', ['batch', 1, Hkv * D]),
-    g.input('keyCache', 'fp32', [Hkv, 'slots', D]), g.input('valueCache', 'fp32', [Hkv, 'slots', D]),
-    g.input('blockTable', 'int32', ['batch', 'blocks']), g.input('pastLengths', 'int32', ['batch']),
-  ];
-  return g.output(g.op('PagedAttention', ins, { numHeads: Hq, kvNumHeads: Hkv, blockSize: BLOCK })[0]);
-}
-
-function randomTensor(dev: Device, shape: number[], seed: number, tag: 'kv' | 'activations' = 'activations'): Tensor {
-  const r = rng(seed);
-  const t = dev.empty(shape, 'fp32', { tag });
-  const v = t.data as Float32Array;
-  for (let i = 0; i < v.length; i++) v[i] = 2 * r() - 1;
-  return t.touch();
-}
-
-/**
- * One layer's decode attention at B sequences of L - 1 cached tokens, both ways over the same keys and values: a static
- * cache [B, Hkv, maxSeq, D], donated as the model's decode step donates it, and a pool [Hkv, B * maxSeq, D] of the same
- * bytes in which each sequence's blocks of 16 slots lie at random places (as after many allocations and frees).
- */
-export async function attentionPair(dev: Device, s: AttnShape, B: number, L: number, seed: number) {
-  const { Hq, Hkv, D, maxSeq } = s;
-  const q = randomTensor(dev, [B, 1, Hq * D], seed);
-  const k = randomTensor(dev, [B, 1, Hkv * D], seed + 1);
-  const v = randomTensor(dev, [B, 1, Hkv * D], seed + 2);
-  let pastK = randomTensor(dev, [B, Hkv, maxSeq, D], seed + 3, 'kv');
-  let pastV = randomTensor(dev, [B, Hkv, maxSeq, D], seed + 4, 'kv');
-  const slots = B * maxSeq;
-  const keyCache = randomTensor(dev, [Hkv, slots, D], seed + 5, 'kv');
-  const valueCache = randomTensor(dev, [Hkv, slots, D], seed + 6, 'kv');
-  const order = shuffled(slots / BLOCK, seed + 7);
-  const nb = Math.ceil((L - 1) / BLOCK);
-  const blocks = new Int32Array(B * nb);
-  for (let b = 0; b < B; b++) for (let i = 0; i < nb; i++) blocks[b * nb + i] = order[(b * maxSeq) / BLOCK + i];
-  const slotOf = (b: number, j: number) => blocks[b * nb + Math.floor(j / BLOCK)] * BLOCK + (j % BLOCK);
-  // The pool holds each sequence's cached rows at its slots, the static cache at its own rows; the rest is other data.
-  const [ck, cv, pk, pv] = [keyCache, valueCache, pastK, pastV].map((t) => t.data as Float32Array);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < Hkv; h++) {
-      for (let j = 0; j < L - 1; j++) {
-        const from = ((b * Hkv + h) * maxSeq + j) * D;
-        const to = (h * slots + slotOf(b, j)) * D;
-        ck.set(pk.subarray(from, from + D), to);
-        cv.set(pv.subarray(from, from + D), to);
-      }
-    }
-  }
-  keyCache.touch();
-  valueCache.touch();
-  const lens = dev.tensor(new Int32Array(B).fill(L - 1), [B], 'int32');
-  const blockTable = dev.tensor(blocks, [B, nb], 'int32');
-  const gqa = gqaGraph(s);
-  const paged = pagedGraph(s);
-  const runContiguous = async () => {
-    const [att, nk, nv] = await dev.run(gqa, [q, k, v, pastK, pastV, lens], { donate: [3, 4] });
-    [pastK, pastV] = [nk, nv];
-    return att;
-  };
-  const runPaged = async () => (await dev.run(paged, [q, k, v, keyCache, valueCache, blockTable, lens]))[0];
-  const a = await runContiguous();
-  const b = await runPaged();
-  const diff = maxAbsDiff(a.toFloat32(), b.toFloat32());
-  a.dispose();
-  b.dispose();
-  return {
-    diff,
-    contiguous: async () => (await runContiguous()).dispose(),
-    paged: async () => (await runPaged()).dispose(),
-    dispose: () => {
-      for (const t of [q, k, v, pastK, pastV, keyCache, valueCache, lens, blockTable]) t.dispose();
-    },
-  };
-}
-
-/** The kernels that do attention's work in each lowering (the rest build indices, masks and shapes, or check lengths). */
-const WORK = { contiguous: ['GroupQueryAttention'], paged: ['Gather', 'MatMul', 'FusedMatMul', 'Softmax', 'Where', 'Concat'] };
-
-interface ProfileEvent {
-  cat?: string;
-  name?: string;
-  ts?: number;
-  dur?: number;
-  args?: { op_name?: string };
-}
-
-type RunKernels = { kernelsUs: number; nodes: number; pieces: Record<string, number> };
-
-/** Reads and removes onnxruntime's profile files under `prefix`: per session, its op types and each run's kernels. */
-function readProfiles(prefix: string): { ops: Set<string>; runs: RunKernels[] }[] {
-  const dir = tmpdir();
-  const out = [];
-  for (const f of readdirSync(dir).filter((n) => n.startsWith(`${basename(prefix)}_`) && n.endsWith('.json'))) {
-    const path = join(dir, f);
-    try {
-      const events = JSON.parse(readFileSync(path, 'utf8')) as ProfileEvent[];
-      const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => a.ts! - b.ts!);
-      const kernels = events.filter((e) => e.cat === 'Node' && e.name?.endsWith('_kernel_time')).sort((a, b) => a.ts! - b.ts!);
-      let i = 0;
-      const perRun = runs.map((r) => {
-        const k: RunKernels = { kernelsUs: 0, nodes: 0, pieces: {} };
-        while (i < kernels.length && kernels[i].ts! < r.ts!) i++;
-        for (; i < kernels.length && kernels[i].ts! <= r.ts! + r.dur!; i++) {
-          const piece = kernels[i].args?.op_name ?? '?';
-          k.pieces[piece] = (k.pieces[piece] ?? 0) + kernels[i].dur!;
-          k.kernelsUs += kernels[i].dur!;
-          k.nodes++;
-        }
-        return k;
-      });
-      out.push({ ops: new Set(kernels.map((e) => e.args?.op_name ?? '')), runs: perRun });
-    } finally {
-      rmSync(path, { force: true });
-    }
-  }
-  return out;
-}
-
-/** Medians per run, the first runs (the correctness check and warm-up) left out. */
-function kernelTime(runs: RunKernels[], work: readonly string[]): KernelTime {
-  const timed = runs.slice(4);
-  const names = [...new Set(timed.flatMap((r) => Object.keys(r.pieces)))];
-  return {
-    kernelsUs: median(timed.map((r) => r.kernelsUs)),
-    nodes: median(timed.map((r) => r.nodes)),
-    workUs: median(timed.map((r) => work.reduce((s, op) => s + (r.pieces[op] ?? 0), 0))),
-    pieces: Object.fromEntries(names.map((n) => [n, median(timed.map((r) => r.pieces[n] ?? 0))]).sort((a, b) => (b[1] as number) - (a[1] as number))),
-  };
-}
-
-/** The same pair on a cpu device whose sessions onnxruntime profiles: the time of each kernel, by piece. */
-async function profilePair(s: AttnShape, B: number, L: number, turns: number): Promise<{ contiguous: KernelTime; paged: KernelTime } | null> {
-  const prefix = join(tmpdir(), `servelab-kv-profile-${process.pid}-${B}x${L}`);
-  const dev = new Device('cpu (profiled)', new OrtBackend('cpu', { enableProfiling: true, profileFilePrefix: prefix }));
-  try {
-    const pair = await attentionPair(dev, s, B, L, 11);
-    await inTurns(pair.contiguous, pair.paged, turns, { budgetMs: 15 });
-    pair.dispose();
-  } finally {
-    await dev.dispose(); // releasing a session writes its profile
-  }
-  const sessions = readProfiles(prefix);
-  const gqa = sessions.find((x) => x.ops.has('GroupQueryAttention'));
-  const paged = sessions.find((x) => x.ops.has('Gather') && x.ops.has('Softmax') && !x.ops.has('GroupQueryAttention'));
-  if (!gqa || !paged || gqa.runs.length < 8 || paged.runs.length < 8) return null;
-  return { contiguous: kernelTime(gqa.runs, WORK.contiguous), paged: kernelTime(paged.runs, WORK.paged) };
 }
 
 /**
@@ -447,102 +160,6 @@ async function stepPair(model: LlamaModel, B: number, L: number, rounds: number,
   } finally {
     contiguous.dispose();
     paged.dispose();
-  }
-}
-
-/** Allocates (plan, then commit of zero rows) `len` tokens for a new sequence; false when the pool is exhausted. */
-async function admit(dev: Device, cache: PoolKvCache, seq: number, len: number): Promise<boolean> {
-  const tokens = Array.from({ length: len }, (_, i) => (seq * 1009 + i) % 50000);
-  let plan;
-  try {
-    plan = await cache.plan([{ seq, tokens }]);
-  } catch (e) {
-    if (e instanceof KvCacheError && e.reason === 'exhausted') return false;
-    throw e;
-  }
-  await plan.commit([0, 1].map(() => dev.tensor(new Float32Array(len), [1, len, 1])));
-  return true;
-}
-
-const WASTE_LAYOUT: Record<PoolLayout, KvLayout> = {
-  contiguous: { kind: 'contiguous', maxSeqLen: MAX_SEQ_LEN },
-  paged: { kind: 'paged', blockSize: BLOCK },
-  token: { kind: 'token' },
-};
-
-const bookkeeping = (dev: Device, layout: PoolLayout, numSlots: number) =>
-  PoolKvCache.create(dev, BOOKKEEPING, { layout, numSlots, blockSize: BLOCK, maxSeqLen: MAX_SEQ_LEN, prefixCaching: false });
-
-/** The batch's tokens allocated in a pooled cache of `layout`; its memory() against kvWaste for the same lengths. */
-export async function usage(dev: Device, batch: readonly SeqLength[], layout: PoolLayout, presetBytesPerToken: number): Promise<UsageRow> {
-  const cache = await bookkeeping(dev, layout, batch.length * MAX_SEQ_LEN);
-  try {
-    for (const [i, s] of batch.entries()) if (!(await admit(dev, cache, i, s.length))) throw new Error(`kv: the ${layout} pool could not hold sequence ${i}`);
-    const m = cache.memory();
-    const slots = (bytes: number) => bytes / m.bytesPerToken;
-    const w = kvWaste(WASTE_LAYOUT[layout], batch);
-    return {
-      layout,
-      usedShare: m.usedShare,
-      reservedSlots: slots(m.reservedBytes),
-      usedSlots: slots(m.usedBytes),
-      reservation: slots(m.reservation),
-      internalFragmentation: slots(m.internalFragmentation),
-      externalFragmentation: slots(m.externalFragmentation),
-      kvWasteShare: w.usedShare,
-      agrees: w.reservedBytes === slots(m.reservedBytes) && w.usedBytes === slots(m.usedBytes),
-      presetReservedGiB: (slots(m.reservedBytes) * presetBytesPerToken) / 2 ** 30,
-    };
-  } finally {
-    cache.dispose();
-  }
-}
-
-/** Requests admitted in order, first come first served, until the first that does not fit a pool of `slots`. */
-export async function fits(dev: Device, batch: readonly SeqLength[], layout: PoolLayout, slots: number, toFinish: boolean): Promise<number> {
-  // A pool smaller than one region (contiguous) or one block holds no sequence at all.
-  const cache = await bookkeeping(dev, layout, slots).catch((e) => {
-    if (e instanceof KvCacheError && e.reason === 'invalid-size') return null;
-    throw e;
-  });
-  if (!cache) return 0;
-  try {
-    let n = 0;
-    while (n < batch.length && (await admit(dev, cache, n, toFinish ? batch[n].finalLength! : batch[n].length))) n++;
-    return n;
-  } finally {
-    cache.dispose();
-  }
-}
-
-async function memoryRows(quick: boolean): Promise<KvBench['memory']> {
-  const dev = await createDevice('cpu');
-  try {
-    const requests = quick ? 200 : 1000;
-    const seed = 0;
-    const batch = shareGptLikeBatch(requests, seed, { maxSeqLen: MAX_SEQ_LEN });
-    const presetBytesPerToken = kvBytesPerToken(OPT_13B, 2);
-    const layouts: PoolLayout[] = ['contiguous', 'paged', 'token'];
-    const rows: UsageRow[] = [];
-    for (const l of layouts) rows.push(await usage(dev, batch, l, presetBytesPerToken));
-    const pow2 = (n: number) => Math.min(MAX_SEQ_LEN, 2 ** Math.ceil(Math.log2(n)));
-    const context = [
-      { system: `Orca (Max): a region of ${MAX_SEQ_LEN} per request`, usedShare: kvWaste(WASTE_LAYOUT.contiguous, batch).usedShare },
-      { system: 'Orca (Pow2): the final length rounded up to a power of two', usedShare: kvWaste(WASTE_LAYOUT.contiguous, batch.map((s) => ({ ...s, reserved: pow2(s.finalLength!) }))).usedShare },
-      { system: 'Orca (Oracle): exactly the final length', usedShare: kvWaste(WASTE_LAYOUT.contiguous, batch.map((s) => ({ ...s, reserved: s.finalLength! }))).usedShare },
-    ];
-    const slots = Math.floor(KV_BUDGET_BYTES / presetBytesPerToken);
-    const fit = [];
-    for (const l of layouts) fit.push({ layout: l, now: await fits(dev, batch, l, slots, false), toFinish: await fits(dev, batch, l, slots, true) });
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    return {
-      preset: 'OPT-13B', presetBytesPerToken, requests, seed,
-      meanLength: mean(batch.map((s) => s.length)), meanFinalLength: mean(batch.map((s) => s.finalLength!)),
-      maxSeqLen: MAX_SEQ_LEN, blockSize: BLOCK, rows, context,
-      budget: { bytes: KV_BUDGET_BYTES, slots, fits: fit },
-    };
-  } finally {
-    await dev.dispose();
   }
 }
 

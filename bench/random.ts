@@ -11,6 +11,17 @@ export function rng(seed: number): () => number {
   };
 }
 
+/** A seeded permutation of 0..n-1 (Fisher-Yates). */
+export function shuffled(n: number, seed: number): number[] {
+  const r = rng(seed);
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
 export function uniform(r: () => number, n: number, lo = -1, hi = 1): number[] {
   return Array.from({ length: n }, () => lo + (hi - lo) * r());
 }

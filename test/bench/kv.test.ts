@@ -5,7 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createDevice } from '../../engine/index.ts';
-import { attentionPair, fits, kvTargets, usage, type KvBench, type PairRow, type UsageRow } from '../../bench/kv.ts';
+import { kvTargets, type KvBench, type PairRow } from '../../bench/kv.ts';
+import { attentionPair } from '../../bench/kv_attention.ts';
+import { fits, usage, type UsageRow } from '../../bench/kv_memory.ts';
 
 const shape = { Hq: 4, Hkv: 2, D: 16, maxSeq: 64 };
 
