@@ -6,9 +6,9 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { Device, Graph, type Tensor } from '../engine/index.ts';
+import { Device, Graph } from '../engine/index.ts';
 import { OrtBackend } from '../engine/backends/ort.ts';
-import { rng, shuffled } from './random.ts';
+import { randomTensor, shuffled } from './random.ts';
 import { median } from './stats.ts';
 import { inTurns } from './kv_turns.ts';
 
@@ -50,14 +50,6 @@ function pagedGraph({ Hq, Hkv, D }: AttnShape): Graph {
     g.input('blockTable', 'int32', ['batch', 'blocks']), g.input('pastLengths', 'int32', ['batch']),
   ];
   return g.output(g.op('PagedAttention', ins, { numHeads: Hq, kvNumHeads: Hkv, blockSize: BLOCK })[0]);
-}
-
-function randomTensor(dev: Device, shape: number[], seed: number, tag: 'kv' | 'activations' = 'activations'): Tensor {
-  const r = rng(seed);
-  const t = dev.empty(shape, 'fp32', { tag });
-  const v = t.data as Float32Array;
-  for (let i = 0; i < v.length; i++) v[i] = 2 * r() - 1;
-  return t.touch();
 }
 
 /**

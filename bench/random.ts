@@ -1,5 +1,5 @@
 /** Seeded random numbers for tests and benchmarks (mulberry32), so a failing case reproduces. */
-import type { Device, Tensor } from '../engine/index.ts';
+import type { Device, MemoryTag, Tensor } from '../engine/index.ts';
 export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -31,10 +31,10 @@ export function ints(r: () => number, n: number, lo: number, hi: number): number
 }
 
 /** An fp32 tensor uniform in [-1, 1), seeded; filled in place, as benchmark weights run to 16M values. */
-export function randomTensor(dev: Device, shape: number[], seed: number): Tensor {
+export function randomTensor(dev: Device, shape: number[], seed: number, tag: MemoryTag = 'activations'): Tensor {
   const r = rng(seed);
   // Filled in place: no temporary copy, which the memory check would otherwise see as growth.
-  const t = dev.empty(shape);
+  const t = dev.empty(shape, 'fp32', { tag });
   const v = t.data as Float32Array;
   for (let i = 0; i < v.length; i++) v[i] = 2 * r() - 1;
   return t.touch();
