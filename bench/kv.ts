@@ -6,22 +6,19 @@
  * the share of reserved KV memory that holds tokens per layout, from a pooled cache's own bookkeeping, with how many
  * such requests fit one memory budget.
  */
-import { existsSync } from 'node:fs';
-import { createDevice, timeMs, type Device } from '../engine/index.ts';
+import { createDevice, timeMs } from '../engine/index.ts';
 import type { PoolLayout } from '../engine/kv/index.ts';
-import { BUILTIN_CONFIG, BUILTIN_DIR } from '../engine/model/builtin.ts';
-import { loadModel } from '../engine/model/checkpoint.ts';
-import { hfShapes } from '../engine/model/config.ts';
 import { forwardFlops } from '../engine/model/flops.ts';
 import { LlamaModel } from '../engine/model/llama.ts';
 import { greedyDecode } from '../engine/model/recompute.ts';
-import { rng, shuffled, uniform } from './random.ts';
+import { shuffled } from './random.ts';
 import { median } from './stats.ts';
 import { inTurns, toSpread, turnRatio, type Spread, type TurnRatio } from './kv_turns.ts';
 import { attentionPair, BLOCK, maxAbsDiff, profilePair, WORK, type AttnShape, type KernelTime } from './kv_attention.ts';
 import { memoryRows, type KvMemoryBench } from './kv_memory.ts';
 import type { Target } from './run.ts';
 import { isMain, runAlone } from './alone.ts';
+import { openModel } from './builtin_model.ts';
 
 export interface RecomputeRow {
   /** Tokens each timed step predicts from (the median over the steps; they span length - 3 .. length + 4). */
@@ -89,14 +86,6 @@ export interface KvBench {
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const TARGET_RATIO = 1.15;
-
-async function openModel(dev: Device): Promise<{ model: LlamaModel; committed: boolean }> {
-  if (existsSync(`${BUILTIN_DIR}/model.safetensors`)) return { model: await loadModel(BUILTIN_DIR, { device: dev }), committed: true };
-  const r = rng(7);
-  const shapes = hfShapes(BUILTIN_CONFIG);
-  const model = await LlamaModel.fromWeights(dev, BUILTIN_CONFIG, (name) => Float32Array.from(uniform(r, shapes.get(name)!.reduce((a, b) => a * b, 1), -0.05, 0.05)));
-  return { model, committed: false };
-}
 
 const prompt = (b: number, len: number) => Array.from({ length: len }, (_, i) => 32 + ((b * 7 + i * 13) % 90));
 

@@ -3,16 +3,13 @@
  * matmuls each timed alone, sessions created over a long decode, and the tracker against the process's growth while
  * the model loads and serves (in a fresh process, as bench/memory.ts).
  */
-import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createDevice, Graph, type Device } from '../engine/index.ts';
-import { BUILTIN_CONFIG, BUILTIN_DIR } from '../engine/model/builtin.ts';
-import { loadModel } from '../engine/model/checkpoint.ts';
-import { hfShapes } from '../engine/model/config.ts';
+import { createDevice, Graph } from '../engine/index.ts';
 import { LlamaModel } from '../engine/model/llama.ts';
 import { collectGarbage, FREED_MEMORY_RETURNS, inFreshProcess } from './memory.ts';
 import { median, timeIt } from './stats.ts';
 import { rng, uniform } from './random.ts';
+import { openModel } from './builtin_model.ts';
 
 export interface DecodeRow {
   batch: number;
@@ -35,17 +32,6 @@ export interface ModelBench {
 }
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-async function openModel(dev: Device): Promise<{ model: LlamaModel; committed: boolean }> {
-  if (existsSync(`${BUILTIN_DIR}/model.safetensors`)) return { model: await loadModel(BUILTIN_DIR, { device: dev }), committed: true };
-  const r = rng(7);
-  const shapes = hfShapes(BUILTIN_CONFIG);
-  const model = await LlamaModel.fromWeights(dev, BUILTIN_CONFIG, (name) => {
-    const n = shapes.get(name)!.reduce((a, b) => a * b, 1);
-    return Float32Array.from(uniform(r, n, -0.05, 0.05));
-  });
-  return { model, committed: false };
-}
 
 const prompt = (b: number, len: number) => Array.from({ length: len }, (_, i) => 32 + ((b * 7 + i * 13) % 90));
 
