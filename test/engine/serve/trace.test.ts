@@ -12,9 +12,11 @@ import { logNormalLength } from '../../../engine/kv/sharegpt.ts';
 import { mobyDick } from '../../../engine/train/corpus.ts';
 import { Rng } from '../../../engine/train/rng.ts';
 import {
-  loadTrace, poissonTrace, saveTrace, scaledMeans, sharedPrefixTrace, traceStats, TraceError,
+  poissonTrace, scaledMeans, sharedPrefixTrace, TraceError,
   type Dataset, type TraceErrorReason, type TraceRequest,
 } from '../../../engine/serve/trace.ts';
+import { loadTrace, saveTrace } from '../../../engine/serve/trace_file.ts';
+import { traceStats } from '../../../engine/serve/trace_stats.ts';
 
 const N = 5000;
 const heldOut = Buffer.from(mobyDick().heldOut);
