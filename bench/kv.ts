@@ -9,7 +9,7 @@
 import { createDevice, timeMs } from '../engine/index.ts';
 import type { PoolLayout } from '../engine/kv/index.ts';
 import { forwardFlops } from '../engine/model/flops.ts';
-import { LlamaModel } from '../engine/model/llama.ts';
+import type { LlamaModel } from '../engine/model/llama.ts';
 import { greedyDecode } from '../engine/model/recompute.ts';
 import { shuffled } from './random.ts';
 import { median } from './stats.ts';

@@ -5,7 +5,7 @@
  */
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createDevice, Graph } from '../engine/index.ts';
-import { LlamaModel } from '../engine/model/llama.ts';
+import type { LlamaModel } from '../engine/model/llama.ts';
 import { collectGarbage, FREED_MEMORY_RETURNS, inFreshProcess } from './memory.ts';
 import { median, timeIt } from './stats.ts';
 import { rng, uniform } from './random.ts';

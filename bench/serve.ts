@@ -5,19 +5,15 @@
  * arrival rate grows. Every figure comes from a real replay: requests arrive on the wall clock, every iteration runs
  * the model, and the StepLogs and request records are the engine's own.
  */
-import { existsSync } from 'node:fs';
-import { createDevice, type Device } from '../engine/index.ts';
-import { BUILTIN_CONFIG, BUILTIN_DIR } from '../engine/model/builtin.ts';
-import { loadModel } from '../engine/model/checkpoint.ts';
-import { hfShapes } from '../engine/model/config.ts';
-import { LlamaModel } from '../engine/model/llama.ts';
+import { createDevice } from '../engine/index.ts';
+import type { LlamaModel } from '../engine/model/llama.ts';
 import { ServingEngine, type EngineOptions, type ServeResult } from '../engine/serve/engine.ts';
 import { poissonTrace, sharedPrefixTrace, type TraceRequest } from '../engine/serve/trace.ts';
 import { traceStats, type TraceStats } from '../engine/serve/trace_stats.ts';
-import { rng, uniform } from './random.ts';
 import { median } from './stats.ts';
 import type { Target } from './run.ts';
 import { isMain, runAlone } from './alone.ts';
+import { openModel } from './builtin_model.ts';
 
 /** One replay, summarized: throughput, latency percentiles, and from the StepLogs how many sequences ran at once. */
 export interface RunSummary {
@@ -268,14 +264,6 @@ export function bestHitRate(trace: readonly TraceRequest[], prefixTokens: number
     else first.add(group);
   }
   return prompts > 0 ? hits / prompts : 0;
-}
-
-async function openModel(dev: Device): Promise<{ model: LlamaModel; committed: boolean }> {
-  if (existsSync(`${BUILTIN_DIR}/model.safetensors`)) return { model: await loadModel(BUILTIN_DIR, { device: dev }), committed: true };
-  const r = rng(7);
-  const shapes = hfShapes(BUILTIN_CONFIG);
-  const model = await LlamaModel.fromWeights(dev, BUILTIN_CONFIG, (name) => Float32Array.from(uniform(r, shapes.get(name)!.reduce((a, b) => a * b, 1), -0.05, 0.05)));
-  return { model, committed: false };
 }
 
 const fmtRun = (s: RunSummary) =>
