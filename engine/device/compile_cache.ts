@@ -57,8 +57,12 @@ const settledRss = async () => {
   return rss();
 };
 
-/** The queue of every compile in this thread whose memory is read from the process's resident set. */
-const measuredCompiles: { chain: Promise<unknown> } = { chain: Promise.resolve() };
+/**
+ * Every compile in this thread, one at a time: a session's memory is read from the process's resident set, which a
+ * compile on another device running meanwhile would grow too (two cpu devices compiling at once each counted the
+ * other's session; a webgpu compile allocates host memory as well).
+ */
+const compiles: { chain: Promise<unknown> } = { chain: Promise.resolve() };
 
 export class CompileCache {
   private readonly entries = new Map<string, Entry>();
@@ -66,19 +70,13 @@ export class CompileCache {
   private readonly byTensor = new Map<number, Set<string>>();
   private created = 0;
   private released = 0;
-  // Session creations are measured by the process's growth, so they run one at a time: on this device, and, where
-  // the backend measures that growth, in the whole thread (two devices of one process compiling at once would each
-  // count the other's session too).
-  private readonly queue: { chain: Promise<unknown> };
 
   constructor(
     private readonly backend: Backend,
     private readonly memory: MemoryTracker,
     /** At most this many bytes of sessions stay cached; least recently used go first. */
     public maxBytes: number,
-  ) {
-    this.queue = backend.measuresHostMemory ? measuredCompiles : { chain: Promise.resolve() };
-  }
+  ) {}
 
   /** The entry for a graph (compiled with these options), compiled on a miss; a hit is marked most recently used. */
   async get(graph: Graph, opts: CompileOptions = {}): Promise<Entry> {
@@ -149,8 +147,8 @@ export class CompileCache {
   }
 
   private async create(graph: Graph, key: string, opts: CompileOptions): Promise<Entry> {
-    const run = this.queue.chain.then(() => this.compile(graph, key, opts));
-    this.queue.chain = run.catch(() => undefined);
+    const run = compiles.chain.then(() => this.compile(graph, key, opts));
+    compiles.chain = run.catch(() => undefined);
     return run;
   }
 
