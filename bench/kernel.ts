@@ -31,6 +31,11 @@ export interface KernelBench {
   rssAfterCellsMB: { cells: number; mb: number }[];
   /** Growth per cell after warm-up (the first 30% of the run), least-squares over the samples, KB. */
   growthPerCellKB: number;
+  /**
+   * Kernels of these footprints that fit one 24 GiB class machine, 1 GiB left to the OS, the hub and its proxy: idle
+   * and warm, and at the largest reading over the small cells. A lesson's own peak is larger (docs/course.md).
+   */
+  studentsPer24GiB: { idle: number; afterCells: number };
   loadAverage: number;
   seconds: number;
 }
@@ -64,6 +69,12 @@ export function treeRss(pid: number): number {
 }
 
 const WARM_UP_SHARE = 0.3;
+export const MACHINE_GIB = 24;
+/** Left to the OS, JupyterHub and its proxy on a class machine (the class test measured the hub and proxy at 165 MiB). */
+export const RESERVED_GIB = 1;
+
+/** How many students of this footprint (bytes) fit one class machine. */
+export const studentsPerMachine = (footprintBytes: number) => Math.floor(((MACHINE_GIB - RESERVED_GIB) * 2 ** 30) / footprintBytes);
 
 /** The cells of the growth run: a declaration redeclared every 7 cells, a print, an expression. */
 export const growthCell = (i: number) => (i % 3 === 0 ? `const g${i % 7} = [${i}, 2, 3].map((x) => x * 2);\ng${i % 7}.length` : i % 3 === 1 ? `console.log('cell ${i}')` : `${i} * 2`);
@@ -149,6 +160,7 @@ export async function benchKernel(opts: { cells?: number; growthCells?: number; 
       rssAfterStartMB: mb(rssAfterStart),
       rssAfterCellsMB: points,
       growthPerCellKB,
+      studentsPer24GiB: { idle: studentsPerMachine(rssAfterStart), afterCells: studentsPerMachine(Math.max(...points.map((p) => p.mb)) * 1e6) },
       loadAverage,
       seconds: (performance.now() - t0) / 1000,
     };
@@ -186,6 +198,7 @@ export function printKernel(b: KernelBench): string[] {
     `  start to first reply ${b.startMs.toFixed(0)} ms; first cell ${b.firstCellMs.toFixed(0)} ms at once, ${b.firstCellSettledMs.toFixed(0)} ms after ${b.settleMs / 1000} s idle`,
     `  trivial cell ${b.trivialMs.toFixed(1)} ms (1+1), ${b.trivialDistinctMs.toFixed(1)} ms (i+1); typed declarations ${b.typedDeclMs.toFixed(1)} ms; trivial after importing servelab ${b.trivialAfterImportMs.toFixed(1)} ms`,
     `  resident set at the first reply ${b.rssAtReplyMB.toFixed(0)} MB, idle and warm ${b.rssAfterStartMB.toFixed(0)} MB; then ${b.rssAfterCellsMB.map((p) => `${p.mb.toFixed(0)} MB at ${p.cells}`).join(', ')} cells; ${b.growthPerCellKB.toFixed(1)} KB a cell after warm-up`,
+    `  students per ${MACHINE_GIB} GiB machine, kernels alone: ${b.studentsPer24GiB.idle} idle and warm, ${b.studentsPer24GiB.afterCells} at the largest footprint over the small cells (a lesson's own peak sets a class's size: docs/course.md)`,
     `  (${b.seconds.toFixed(0)} s)`,
   ];
 }

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { parseLesson } from '../../kernel/lesson/parse.ts';
 import { REPO } from './jupyter_env.ts';
 import { cmdline, cpuSeconds, memoryKB, processesOf, requireHub, startHub, type Hub, type Student } from './jupyterhub.ts';
+import { MACHINE_GIB, RESERVED_GIB, studentsPerMachine } from '../../bench/kernel.ts';
 
 const STUDENTS = 12;
 const LESSON = '00-why-serving-is-costly';
@@ -21,10 +22,6 @@ const LESSON = '00-why-serving-is-costly';
 const CELLS = parseLesson(readFileSync(join(REPO, 'lessons', `${LESSON}.md`), 'utf8'), `${LESSON}.md`)
   .cells.filter((c) => c.kind === 'code')
   .slice(0, 3);
-const GiB = 2 ** 30;
-const MACHINE_GIB = 24;
-/** Left to the OS, the hub and the proxy on a class machine, besides the students' processes. */
-const RESERVED_GIB = 1;
 
 interface Run {
   student: Student;
@@ -160,7 +157,7 @@ requireHub(`a class of ${STUDENTS} on JupyterHub 3 (LocalProcessSpawner, local u
     ];
     const footprints = rows.map((x) => x.totalKB * 1024);
     const largest = Math.max(...footprints);
-    const fit = Math.floor((MACHINE_GIB - RESERVED_GIB) * GiB / largest);
+    const fit = studentsPerMachine(largest);
     lines.push(
       `median cell latency: ${CELLS.map((_, i) => `cell ${i + 1} ${median(runs.map((r) => r.cellMs[i] ?? NaN)).toFixed(0)} ms`).join(', ')}`,
       `kernel CPU time to this point: median ${median(rows.map((x) => x.cpu)).toFixed(1)} s per student, ${rows.reduce((a, x) => a + x.cpu, 0).toFixed(0)} s in all on ${availableParallelism()} cores`,
