@@ -131,10 +131,9 @@ describe('compile cache on cpu', () => {
     const devs = [await createDevice('cpu'), await createDevice('cpu')];
     // Each session's memory is the process's growth while it is built: intervals that overlapped would count twice.
     const intervals: { dev: number; start: number; end: number }[] = [];
-    const spies = devs.map((dev, i) => {
-      const backend = dev.backend;
-      const compile = backend.compile.bind(backend);
-      backend.compile = async (...a) => {
+    devs.forEach((dev, i) => {
+      const compile = dev.backend.compile.bind(dev.backend);
+      dev.backend.compile = async (...a) => {
         const start = performance.now();
         try {
           return await compile(...a);
@@ -142,11 +141,9 @@ describe('compile cache on cpu', () => {
           intervals.push({ dev: i, start, end: performance.now() });
         }
       };
-      return backend;
     });
     const ws = devs.map((dev, i) => big(dev, 256, i + 1));
     await Promise.all(devs.flatMap((dev, i) => [1, 2, 3].map((b) => dev.run(linear(ws[i], `l${i}`), [dev.tensor(new Float32Array(b * 256), [b, 256])]))));
-    expect(spies.length).toBe(2);
     expect(intervals.filter((v) => v.dev === 0).length).toBe(1);
     expect(intervals.filter((v) => v.dev === 1).length).toBe(1);
     const [a, b] = intervals.sort((p, q) => p.start - q.start);
