@@ -9,7 +9,9 @@ import { createDevice, type Device } from '../../engine/index.ts';
 import { LlamaModel } from '../../engine/model/llama.ts';
 import { serveMetrics, type RequestRecord, type StepLog } from '../../engine/serve/metrics.ts';
 import { sharedPrefixTrace } from '../../engine/serve/trace.ts';
-import { benchServe, bestHitRate, medianSummary, PrefixHits, printServe, ratioOf, serveRun, serveTargets, summarize, type RunSummary, type ServeBench } from '../../bench/serve.ts';
+import { benchServe, printServe, serveTargets, type ServeBench } from '../../bench/serve.ts';
+import { medianSummary, ratioOf, serveRun, summarize, type RunSummary } from '../../bench/serve_runs.ts';
+import { bestHitRate, PrefixHits } from '../../bench/prefix_hits.ts';
 import { randomWeights, TINY_LLAMA } from '../engine/model/tiny_config.ts';
 
 const step = (tMs: number, ms: number, prefillTokens: number, decodeSeqs: number, running: number, waiting: number): StepLog => ({
