@@ -160,7 +160,7 @@ export async function benchKernel(opts: { cells?: number; growthCells?: number; 
       rssAfterStartMB: mb(rssAfterStart),
       rssAfterCellsMB: points,
       growthPerCellKB,
-      studentsPer24GiB: { idle: studentsPerMachine(rssAfterStart), afterCells: studentsPerMachine(Math.max(...points.map((p) => p.mb)) * 1e6) },
+      studentsPer24GiB: { idle: studentsPerMachine(rssAfterStart), afterCells: studentsPerMachine(Math.max(rssAfterStart, ...points.map((p) => p.mb * 1e6))) },
       loadAverage,
       seconds: (performance.now() - t0) / 1000,
     };
