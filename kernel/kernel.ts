@@ -23,8 +23,8 @@ import { closeLiveCharts } from './display/live.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const VERSION = '0.1.0';
-/** The compiler's version for kernel_info, read from its package.json: loading the compiler waits until after the first reply. */
-const TS_VERSION = (createRequire(import.meta.url)('typescript/package.json') as { version: string }).version;
+/** The type checker's version for kernel_info, read from its package.json: starting the compiler waits until after the first reply. */
+const TS_VERSION = (createRequire(import.meta.url)('@typescript/native-preview/package.json') as { version: string }).version;
 /** Heap growth allowed past the live size before a full collection (V8 picks up to 300% on its own). */
 const HEAP_GROWING_PERCENT = 20;
 /** If no request comes first, the checker starts warming this long after the sockets are up. */
@@ -88,7 +88,7 @@ export class Kernel {
     registerKernelStructures(() => ({
       executionCount: this.executionCount,
       history: { entries: this.history.length, chars: this.history.reduce((n, [, , input, output]) => n + input.length + (output?.length ?? 0), 0) },
-      ...(this.executor?.structures() ?? { sourceMaps: { cells: 0, chars: 0 }, checker: null, compilerCache: { file: null, hit: false } }),
+      ...(this.executor?.structures() ?? { sourceMaps: { cells: 0, chars: 0 }, checker: null }),
     }));
     this.comms = new CommRegistry({ send: (type, content) => this.commParent && this.publish(type, content, this.commParent) });
   }

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import ts from 'typescript';
+import { createRequire } from 'node:module';
 import { adapterInfo, autoDevice, cpuInfo, webgpuUnavailable } from '../../engine/index.ts';
 import { executeNotebook, type Notebook } from '../report/execute.ts';
 import { renderIndex, renderReport } from '../report/html.ts';
@@ -94,7 +94,7 @@ export async function environment(): Promise<Record<string, unknown> & { backend
   return {
     date: new Date().toISOString(),
     servelab: pkg.version,
-    versions: { node: process.versions.node, typescript: ts.version, onnxruntime: ort.node ?? ort.common },
+    versions: { node: process.versions.node, typescript: (createRequire(import.meta.url)('@typescript/native-preview/package.json') as { version: string }).version, onnxruntime: ort.node ?? ort.common },
     cpu: cpuInfo(),
     gpu: adapterInfo(),
     backend: { requested, resolved: requested === 'auto' ? auto.kind : requested, webgpu: why === null ? 'available' : why, ...(requested === 'auto' && auto.why ? { why: auto.why } : {}) },

@@ -1,41 +1,84 @@
 /**
- * What a cell leaves to later cells, as text the type checker reads: its top-level names and imports, the cell with
- * every declaration exported (so declaration emit covers them all, as a REPL's "everything is global" would), and
- * the emitted declarations split by name, so a name declared again in a later cell replaces the earlier one.
+ * What a cell leaves to later cells, read from its syntax: the names it declares (values with the keyword later
+ * cells see them under, types with their type parameters), its imports as one statement per local name, and the
+ * cell with every declaration exported, so that later cells can name its declarations' types through
+ * `typeof import(cell)` as a REPL's "everything is global" would.
  */
-import { typescript } from './typescript.ts';
+import { parseSync } from 'oxc-parser';
 
-/** Declarations of one cell: its import lines and, by name, what goes inside `declare global { }`. */
-export interface CellDecls {
-  imports: string[];
-  decls: Map<string, string>;
+type Node = { type: string; start: number; end: number; [k: string]: unknown };
+
+/** A type a cell declares: its type parameters as written (`<T extends X = Y>`) and as arguments (`<T>`). */
+export interface DeclaredType {
+  params: string;
+  args: string;
+}
+
+export interface TopLevel {
+  /** Values by name, with the keyword of their global: functions, classes and enums are reassignable globals. */
+  values: Map<string, 'const' | 'let' | 'var'>;
+  /** Types by name: interfaces, type aliases, classes and enums. */
+  types: Map<string, DeclaredType>;
+  /** Every name declared, values and types. */
+  declared: Set<string>;
+  /** Import statements, one per local name. */
+  imports: Map<string, string>;
+}
+
+const DECLARATIONS = new Set(['VariableDeclaration', 'FunctionDeclaration', 'TSDeclareFunction', 'ClassDeclaration', 'TSInterfaceDeclaration', 'TSTypeAliasDeclaration', 'TSEnumDeclaration']);
+
+function statements(code: string): Node[] {
+  return parseSync('cell.ts', code).program.body as unknown as Node[];
+}
+
+function bindingNames(n: Node | null, out: string[]): void {
+  if (!n) return;
+  if (n.type === 'Identifier') out.push(n.name as string);
+  else if (n.type === 'ObjectPattern') for (const p of n.properties as Node[]) bindingNames(p.type === 'RestElement' ? (p.argument as Node) : (p.value as Node), out);
+  else if (n.type === 'ArrayPattern') for (const e of n.elements as (Node | null)[]) bindingNames(e?.type === 'RestElement' ? (e.argument as Node) : e, out);
+  else if (n.type === 'AssignmentPattern') bindingNames(n.left as Node, out);
+  else if (n.type === 'RestElement') bindingNames(n.argument as Node, out);
+}
+
+function typeParameters(code: string, d: Node): DeclaredType {
+  const params = (d.typeParameters as { params: Node[] } | null)?.params ?? [];
+  if (params.length === 0) return { params: '', args: '' };
+  return { params: `<${params.map((p) => code.slice(p.start, p.end)).join(', ')}>`, args: `<${params.map((p) => (p.name as Node).name).join(', ')}>` };
 }
 
 /** Top-level names a cell declares, and its imports as one statement per local name. */
-export function topLevelNames(code: string): { declared: Set<string>; imports: Map<string, string> } {
-  const ts = typescript();
-  const sf = ts.createSourceFile('cell.ts', code, ts.ScriptTarget.ES2022, true);
-  const declared = new Set<string>();
+export function topLevelNames(code: string): TopLevel {
+  const values = new Map<string, 'const' | 'let' | 'var'>();
+  const types = new Map<string, DeclaredType>();
   const imports = new Map<string, string>();
-  const bind = (n: import('typescript').BindingName) => {
-    if (ts.isIdentifier(n)) declared.add(n.text);
-    else for (const e of n.elements) if (!ts.isOmittedExpression(e)) bind(e.name);
-  };
-  for (const s of sf.statements) {
-    if (ts.isImportDeclaration(s) && s.importClause) {
-      const from = s.moduleSpecifier.getText(sf);
-      const c = s.importClause;
-      const type = c.isTypeOnly ? 'type ' : '';
-      if (c.name) imports.set(c.name.text, `import ${type}${c.name.text} from ${from};`);
-      const nb = c.namedBindings;
-      if (nb && ts.isNamespaceImport(nb)) imports.set(nb.name.text, `import ${type}* as ${nb.name.text} from ${from};`);
-      if (nb && ts.isNamedImports(nb)) {
-        for (const e of nb.elements) imports.set(e.name.text, `import ${type}{ ${e.getText(sf)} } from ${from};`);
+  for (const s of statements(code)) {
+    if (s.type === 'ImportDeclaration') {
+      const from = code.slice((s.source as Node).start, (s.source as Node).end);
+      const type = s.importKind === 'type' ? 'type ' : '';
+      for (const sp of (s.specifiers as Node[]) ?? []) {
+        const local = (sp.local as Node).name as string;
+        if (sp.type === 'ImportDefaultSpecifier') imports.set(local, `import ${type}${local} from ${from};`);
+        else if (sp.type === 'ImportNamespaceSpecifier') imports.set(local, `import ${type}* as ${local} from ${from};`);
+        else imports.set(local, `import ${type}{ ${code.slice(sp.start, sp.end)} } from ${from};`);
       }
-    } else if (ts.isVariableStatement(s)) for (const d of s.declarationList.declarations) bind(d.name);
-    else if ((ts.isFunctionDeclaration(s) || ts.isClassDeclaration(s) || ts.isInterfaceDeclaration(s) || ts.isTypeAliasDeclaration(s) || ts.isEnumDeclaration(s)) && s.name) declared.add(s.name.text);
+      continue;
+    }
+    const d = s.type === 'ExportNamedDeclaration' ? (s.declaration as Node | null) : s;
+    if (!d) continue;
+    const name = (d.id as Node | null)?.name as string | undefined;
+    if (d.type === 'VariableDeclaration') {
+      const kind = d.kind === 'const' ? 'const' : d.kind === 'let' ? 'let' : 'var';
+      const names: string[] = [];
+      for (const v of d.declarations as Node[]) bindingNames(v.id as Node, names);
+      for (const n of names) values.set(n, kind);
+    } else if (!name) continue;
+    else if (d.type === 'FunctionDeclaration' || d.type === 'TSDeclareFunction') values.set(name, 'var');
+    else if (d.type === 'ClassDeclaration' || d.type === 'TSEnumDeclaration') {
+      values.set(name, 'var');
+      types.set(name, typeParameters(code, d));
+    } else if (d.type === 'TSInterfaceDeclaration' || d.type === 'TSTypeAliasDeclaration') types.set(name, typeParameters(code, d));
   }
-  return { declared, imports };
+  return { values, types, declared: new Set([...values.keys(), ...types.keys()]), imports };
 }
 
 /** Every identifier-like word in the cell: an earlier import the cell never names cannot change its types. */
@@ -53,14 +96,8 @@ const EXPORT = 'export ';
  * original text): the checker reads this form, and `toOriginal` maps its diagnostics back to the cell's own columns.
  */
 export function exportAll(code: string): { text: string; inserts: number[] } {
-  const ts = typescript();
-  const sf = ts.createSourceFile('cell.ts', code, ts.ScriptTarget.ES2022, true);
-  const inserts: number[] = [];
-  for (const s of sf.statements) {
-    const declares = ts.isVariableStatement(s) || ts.isFunctionDeclaration(s) || ts.isClassDeclaration(s) || ts.isInterfaceDeclaration(s) || ts.isTypeAliasDeclaration(s) || ts.isEnumDeclaration(s);
-    const exported = ts.canHaveModifiers(s) && ts.getModifiers(s)?.some((m) => m.kind === ts.SyntaxKind.ExportKeyword);
-    if (declares && !exported) inserts.push(s.getStart(sf));
-  }
+  // A decorated class is exported before its decorators, which the parser counts as part of the statement.
+  const inserts = statements(code).filter((s) => DECLARATIONS.has(s.type)).map((s) => s.start);
   let out = code;
   for (const at of [...inserts].reverse()) out = `${out.slice(0, at)}${EXPORT}${out.slice(at)}`;
   return { text: withModuleMarker(out), inserts };
@@ -79,26 +116,25 @@ export function toOriginal(pos: number, inserts: number[]): number {
   return pos - shift;
 }
 
-export function splitDeclarations(dts: string): CellDecls {
-  const ts = typescript();
-  const sf = ts.createSourceFile('cell.d.ts', dts, ts.ScriptTarget.ES2022, true);
-  const imports: string[] = [];
-  const decls = new Map<string, string>();
-  const strip = (text: string) => text.replace(/^export\s+/, '').replace(/^declare\s+/, '');
-  for (const s of sf.statements) {
-    if (ts.isImportDeclaration(s) || ts.isImportEqualsDeclaration(s)) imports.push(s.getText(sf));
-    else if (ts.isVariableStatement(s)) {
-      const kind = s.declarationList.flags & ts.NodeFlags.Const ? 'const' : s.declarationList.flags & ts.NodeFlags.Let ? 'let' : 'var';
-      for (const d of s.declarationList.declarations) if (ts.isIdentifier(d.name)) decls.set(d.name.text, `${kind} ${d.getText(sf)};`);
-    } else if (ts.isExportDeclaration(s)) continue;
-    else {
-      const name = ts.getNameOfDeclaration(s as import('typescript').DeclarationStatement);
-      if (name && ts.isIdentifier(name)) decls.set(name.text, (decls.has(name.text) ? decls.get(name.text) + '\n' : '') + strip(s.getText(sf)));
-    }
+/**
+ * The global declarations through which later cells see a cell's live names, appended to the cell's own module: each
+ * is typed by the cell's inference through a module-level alias (inside `declare global` the name itself would
+ * mean the global being declared), so no declaration has to be written out.
+ */
+export function augmentation(top: Pick<TopLevel, 'values' | 'types'>, live: Set<string>): string {
+  const inside: string[] = [];
+  const aliases: string[] = [];
+  for (const [n, kind] of top.values) {
+    if (!live.has(n)) continue;
+    inside.push(`${kind} ${n}: ${ALIAS}${n};`);
+    aliases.push(`type ${ALIAS}${n} = typeof ${n};`);
   }
-  return { imports, decls };
+  for (const [n, t] of top.types) {
+    if (!live.has(n)) continue;
+    inside.push(`type ${n}${t.params} = ${ALIAS}type_${n}${t.args};`);
+    aliases.push(`type ${ALIAS}type_${n}${t.params} = ${n}${t.args};`);
+  }
+  return `declare global {\n${inside.join('\n')}\n}\n${aliases.join('\n')}\n`;
 }
 
-export function render(c: CellDecls): string {
-  return `${c.imports.join('\n')}\ndeclare global {\n${[...c.decls.values()].join('\n')}\n}\nexport {};\n`;
-}
+const ALIAS = '__servelab_';

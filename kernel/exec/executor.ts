@@ -3,7 +3,6 @@ import vm from 'node:vm';
 import { TraceMap, originalPositionFor } from '@jridgewell/trace-mapping';
 import { CellChecker, type CellDiagnostic } from './typecheck.ts';
 import { convertCell, IMPORT_FN } from './transform.ts';
-import { compilerCache, saveCompilerCache } from './typescript.ts';
 import type { KernelStructures } from './memory.ts';
 import { withSignal } from '../../engine/abort.ts';
 import { cancelRun, cellContext, installRuntime, makeImporter, type CellRun } from './runtime.ts';
@@ -40,12 +39,12 @@ export class Executor {
   }
 
   /**
-   * Builds the checker's first program and checks and converts a typical cell, so that the first real cell finds
-   * the compiler warm; then saves the compiler's bytecode for the next kernel.
+   * Starts the checker's process, builds its first program and checks and converts a typical cell, so that the
+   * first real cell finds both warm.
    */
   warm(): void {
-    // The kinds of statement cells are made of, so the compiler's code for them is compiled (and cached for the
-    // next kernel) now; and the globals nearly every notebook uses, so their modules are read now.
+    // The kinds of statement cells are made of, so the code for them is compiled now; and the globals nearly every
+    // notebook uses, so their modules are read now.
     const cell = [
       'interface Point { x: number; label?: string }',
       'type Pair<T> = [T, T];',
@@ -59,14 +58,13 @@ export class Executor {
     ].join('\n');
     if (this.typecheck) this.checker.warm(cell);
     convertCell(cell, 'warm.ts');
-    saveCompilerCache();
   }
 
   /** The executor's share of `lab.kernelMemory()`. */
-  structures(): Pick<KernelStructures, 'sourceMaps' | 'checker' | 'compilerCache'> {
+  structures(): Pick<KernelStructures, 'sourceMaps' | 'checker'> {
     let chars = 0;
     for (const { map, code } of this.maps.values()) chars += code.length + (typeof map === 'string' ? map.length : 0);
-    return { sourceMaps: { cells: this.maps.size, chars }, checker: this.typecheck ? this.checker.stats() : null, compilerCache: compilerCache() };
+    return { sourceMaps: { cells: this.maps.size, chars }, checker: this.typecheck ? this.checker.stats() : null };
   }
 
   get running(): CellRun | null {
@@ -80,7 +78,15 @@ export class Executor {
       const diags = this.checker.check(code);
       if (diags.length) return typeError(file, code, diags);
     }
-    const { js, map } = convertCell(code, `${file}.ts`);
+    let converted: ReturnType<typeof convertCell>;
+    try {
+      converted = convertCell(code, `${file}.ts`);
+    } catch (e) {
+      // A cell that does not parse (the checker, when on, reports it first).
+      if (e instanceof SyntaxError) return { status: 'error', ename: 'SyntaxError', evalue: e.message, traceback: [`SyntaxError: ${e.message}`] };
+      throw e;
+    }
+    const { js, map } = converted;
     this.maps.set(file, { map, code });
     const run: CellRun = { count, controller: new AbortController(), timers: new Set(), cancelled: false, stream: hooks.stream, lateError: hooks.lateError };
     this.current = run;

@@ -12,9 +12,8 @@ export interface KernelStructures {
   executionCount: number;
   history: { entries: number; chars: number };
   sourceMaps: { cells: number; chars: number };
-  /** null until the first cell (or warm-up) loads the compiler. */
+  /** null until the first cell (or warm-up) starts the compiler. */
   checker: CheckerStats | null;
-  compilerCache: { file: string | null; hit: boolean };
 }
 
 let source: (() => KernelStructures) | null = null;
@@ -54,9 +53,8 @@ export function kernelMemoryRows(): KernelMemoryRow[] {
     rows.push(row('source maps', k.sourceMaps.chars * 2, k.sourceMaps.cells, 'encoded; a cell\'s is decoded only for a traceback through it'));
     const c = k.checker;
     if (c) {
-      rows.push(row('type checker: program source', c.programChars * 2, c.programFiles, 'files: lib, @types/node, imported modules, cells\' declarations'));
-      rows.push(row('type checker: cells\' declarations', null, c.cellFiles, `${c.liveNames} names live`));
-      rows.push(row('type checker: files read from disk', null, c.diskFilesCached, k.compilerCache.hit ? 'compiler bytecode from cache' : 'compiler compiled from source'));
+      rows.push(row('type checker (tsgo process)', c.processRss, c.programFiles, 'its own process, outside the RSS above; count: files in its program (lib, @types/node, imported modules, cells)'));
+      rows.push(row('type checker: earlier cells', null, c.cellFiles, `${c.liveNames} names live`));
     } else rows.push(row('type checker', null, null, 'not loaded yet'));
   }
   return rows;

@@ -2,9 +2,14 @@
  * A TypeScript cell -> a script that runs in the kernel's global scope: top-level declarations become globals
  * (so later cells see them and may redeclare them), imports become dynamic imports, the body runs inside an async
  * function (top-level await), and the last expression is returned as the cell's result.
+ *
+ * oxc-transform erases the types; the JavaScript it prints is then parsed again and its top-level statements are
+ * rewritten in place with magic-string, so that everything the rewrite leaves alone keeps its position.
  */
-import type TS from 'typescript';
-import { typescript } from './typescript.ts';
+import { transformSync, type OxcError } from 'oxc-transform';
+import { parseSync, type BindingPattern, type Class as ClassNode, type Declaration, type Function as FunctionNode, type ImportDeclaration } from 'oxc-parser';
+import MagicString from 'magic-string';
+import { composeMaps, lineStarts } from './compose_map.ts';
 
 export interface Converted {
   /** The script to run; evaluates to a Promise of the cell's last expression (undefined if none). */
@@ -17,117 +22,122 @@ export interface Converted {
 
 export const IMPORT_FN = '__servelab_import';
 
-function names(n: TS.BindingName, out: string[]): void {
-  const ts = typescript();
-  if (ts.isIdentifier(n)) out.push(n.text);
-  else for (const e of n.elements) if (!ts.isOmittedExpression(e)) names(e.name, out);
-}
-
-/** Binding pattern -> assignment target ({a, b: [c]} stays a pattern, identifiers stay identifiers). */
-function toTarget(f: TS.NodeFactory, n: TS.BindingName): TS.Expression {
-  const ts = typescript();
-  if (ts.isIdentifier(n)) return f.createIdentifier(n.text);
-  if (ts.isObjectBindingPattern(n)) {
-    return f.createObjectLiteralExpression(
-      n.elements.map((e) => {
-        const target = e.initializer ? f.createAssignment(toTarget(f, e.name), e.initializer) : toTarget(f, e.name);
-        if (e.dotDotDotToken) return f.createSpreadAssignment(toTarget(f, e.name));
-        const key = e.propertyName ?? (ts.isIdentifier(e.name) ? e.name : undefined);
-        return key && !(ts.isIdentifier(e.name) && !e.propertyName && !e.initializer)
-          ? f.createPropertyAssignment(key as TS.PropertyName, target)
-          : f.createShorthandPropertyAssignment((e.name as TS.Identifier).text, e.initializer);
-      }),
-    );
+/** The names a binding pattern binds, in order. */
+function names(p: BindingPattern, out: string[]): void {
+  switch (p.type) {
+    case 'Identifier':
+      out.push(p.name);
+      break;
+    case 'ObjectPattern':
+      for (const prop of p.properties) names(prop.type === 'RestElement' ? prop.argument : prop.value, out);
+      break;
+    case 'ArrayPattern':
+      for (const e of p.elements) if (e) names(e.type === 'RestElement' ? e.argument : e, out);
+      break;
+    case 'AssignmentPattern':
+      names(p.left, out);
+      break;
   }
-  return f.createArrayLiteralExpression(
-    n.elements.map((e) => {
-      if (ts.isOmittedExpression(e)) return f.createOmittedExpression();
-      const t = toTarget(f, e.name);
-      if (e.dotDotDotToken) return f.createSpreadElement(t);
-      return e.initializer ? f.createAssignment(t, e.initializer) : t;
-    }),
-  );
 }
 
-function importToStatements(f: TS.NodeFactory, d: TS.ImportDeclaration, declared: string[]): TS.Statement[] {
-  const ts = typescript();
-  const spec = (d.moduleSpecifier as TS.StringLiteral).text;
-  const load = f.createAwaitExpression(f.createCallExpression(f.createIdentifier(IMPORT_FN), undefined, [f.createStringLiteral(spec)]));
-  const clause = d.importClause;
-  if (!clause) return [f.createExpressionStatement(load)];
-  const mod = f.createUniqueName('mod');
-  const out: TS.Statement[] = [f.createVariableStatement(undefined, f.createVariableDeclarationList([f.createVariableDeclaration(mod, undefined, undefined, load)], ts.NodeFlags.Const))];
-  const assign = (name: string, value: TS.Expression) => {
-    declared.push(name);
-    out.push(f.createExpressionStatement(f.createAssignment(f.createIdentifier(name), value)));
-  };
-  if (clause.name) assign(clause.name.text, f.createPropertyAccessExpression(mod, 'default'));
-  const nb = clause.namedBindings;
-  if (nb && ts.isNamespaceImport(nb)) assign(nb.name.text, mod);
-  if (nb && ts.isNamedImports(nb)) {
-    for (const el of nb.elements) assign(el.name.text, f.createElementAccessExpression(mod, f.createStringLiteral((el.propertyName ?? el.name).text)));
+/**
+ * `import d, { a as b } from 'm'` -> `({ default: d, "a": b } = await __servelab_import("m"));`: the bindings are
+ * assigned to globals, without a temporary. A namespace import assigns the module itself first.
+ */
+function importStatement(d: ImportDeclaration, declared: string[]): string {
+  const load = `await ${IMPORT_FN}(${JSON.stringify(d.source.value)})`;
+  if (d.specifiers.length === 0) return `${load};`;
+  let ns = '';
+  const props: string[] = [];
+  for (const s of d.specifiers) {
+    declared.push(s.local.name);
+    if (s.type === 'ImportNamespaceSpecifier') ns = s.local.name;
+    else if (s.type === 'ImportDefaultSpecifier') props.push(`default: ${s.local.name}`);
+    else props.push(`${JSON.stringify(s.imported.type === 'Identifier' ? s.imported.name : s.imported.value)}: ${s.local.name}`);
   }
-  return out;
+  if (!props.length) return `${ns} = ${load};`;
+  return `({ ${props.join(', ')} } = ${ns ? `${ns} = ` : ''}${load});`;
 }
 
-/** Runs after TypeScript erased the types: statements are plain JavaScript. */
-function topLevel(declared: string[]): TS.TransformerFactory<TS.SourceFile> {
-  const ts = typescript();
-  return (ctx) => (sf) => {
-    const f = ctx.factory;
-    const hoisted: TS.Statement[] = [];
-    const body: TS.Statement[] = [];
-    for (const s of sf.statements) {
-      // The "use strict" prologue the emitter adds is not the cell's last expression (a cell that is just a
-      // string, like "servelab", is).
-      if (ts.isExpressionStatement(s) && ts.isStringLiteral(s.expression) && s.expression.text === 'use strict') continue;
-      if (ts.isImportDeclaration(s)) {
-        body.push(...importToStatements(f, s, declared));
-      } else if (ts.isVariableStatement(s)) {
-        for (const d of s.declarationList.declarations) {
-          names(d.name, declared);
-          if (!d.initializer) continue;
-          const target = toTarget(f, d.name);
-          const e = f.createAssignment(target, d.initializer);
-          body.push(ts.setTextRange(f.createExpressionStatement(ts.isIdentifier(target) ? e : f.createParenthesizedExpression(e)), d));
-        }
-      } else if (ts.isFunctionDeclaration(s) && s.name) {
-        // Function declarations are hoisted: define them before the rest of the body runs.
-        declared.push(s.name.text);
-        const fn = f.createFunctionExpression(s.modifiers?.filter((m) => m.kind === ts.SyntaxKind.AsyncKeyword) as TS.Modifier[], s.asteriskToken, s.name, s.typeParameters, s.parameters, s.type, s.body!);
-        hoisted.push(ts.setTextRange(f.createExpressionStatement(f.createAssignment(f.createIdentifier(s.name.text), fn)), s));
-      } else if (ts.isClassDeclaration(s) && s.name) {
-        declared.push(s.name.text);
-        const cls = f.createClassExpression(undefined, s.name, s.typeParameters, s.heritageClauses, s.members);
-        body.push(ts.setTextRange(f.createExpressionStatement(f.createAssignment(f.createIdentifier(s.name.text), cls)), s));
-      } else if (ts.isExportDeclaration(s) || ts.isExportAssignment(s)) {
-        continue;
-      } else {
-        body.push(s);
-      }
-    }
-    const last = body[body.length - 1];
-    if (last && ts.isExpressionStatement(last)) body[body.length - 1] = ts.setTextRange(f.createReturnStatement(last.expression), last);
-    return f.updateSourceFile(sf, [...hoisted, ...body]);
-  };
+/** A parse error -> a SyntaxError naming where it is in the cell (1-based line and column). */
+function syntaxError(code: string, fileName: string, e: OxcError): SyntaxError {
+  const at = e.labels[0]?.start ?? 0;
+  const starts = lineStarts(code);
+  let line = 0;
+  while (line + 1 < starts.length && starts[line + 1] <= at) line++;
+  return new SyntaxError(`${e.message} (${fileName} line ${line + 1}, column ${at - starts[line] + 1})`);
+}
+
+/**
+ * A top-level declaration (its `export` already removed) -> assignments to globals, in place. Returns false for a
+ * function declaration, which moves to the top of the cell: declarations are hoisted, so a cell may call a function
+ * it defines further down.
+ */
+function declare(s: MagicString, d: Declaration | FunctionNode | ClassNode, declared: string[]): boolean {
+  if (d.type === 'VariableDeclaration') {
+    // `using` has no assignment form: it stays local to the cell.
+    if (d.kind !== 'var' && d.kind !== 'let' && d.kind !== 'const') return true;
+    const decls = d.declarations;
+    s.remove(d.start, decls[0].start);
+    decls.forEach((v, i) => {
+      names(v.id, declared);
+      // A declaration without initializer only declares: the prefix's `var` does that.
+      if (!v.init) s.remove(v.start, v.end);
+      // A pattern stays a pattern: `const {a, b: [c]} = o` -> `({a, b: [c]} = o)`.
+      else if (v.id.type !== 'Identifier') s.prependRight(v.start, '(').appendLeft(v.end, ')');
+      if (i + 1 < decls.length) s.overwrite(v.end, decls[i + 1].start, '; ', { contentOnly: true });
+    });
+  } else if (d.type === 'FunctionDeclaration' && d.id) {
+    declared.push(d.id.name);
+    s.prependRight(d.start, `${d.id.name} = `).appendLeft(d.end, ';');
+    if (d.start > 0) s.move(d.start, d.end, 0);
+    return false;
+  } else if (d.type === 'ClassDeclaration' && d.id) {
+    declared.push(d.id.name);
+    s.prependRight(d.start, `${d.id.name} = `).appendLeft(d.end, ';');
+  }
+  return true;
 }
 
 /** An identifier JavaScript allows as a var name (a cell's names become globals). */
 const safe = (n: string) => /^[A-Za-z_$][\w$]*$/.test(n);
 
 export function convertCell(code: string, fileName: string): Converted {
-  const ts = typescript();
+  // onlyRemoveTypeImports keeps an import that this cell does not use: a later cell may.
+  const erased = transformSync(fileName, code, { lang: 'ts', sourceType: 'module', sourcemap: true, typescript: { onlyRemoveTypeImports: true } });
+  const err = erased.errors.find((e) => (e.severity as string) === 'Error');
+  if (err) throw syntaxError(code, fileName, err);
+  const src = erased.code;
+  const { program } = parseSync('cell.js', src, { lang: 'js', sourceType: 'module' });
+
+  const s = new MagicString(src);
   const declared: string[] = [];
-  // verbatimModuleSyntax keeps an import that this cell does not use: a later cell may.
-  const out = ts.transpileModule(code, {
-    fileName,
-    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext, sourceMap: true, removeComments: false, esModuleInterop: true, verbatimModuleSyntax: true },
-    transformers: { after: [topLevel(declared)] },
-    reportDiagnostics: false,
-  });
+  /** The last statement that runs where it stands (hoisted functions and dropped exports do not). */
+  let last: (typeof program.body)[number] | null = null;
+  for (const st of program.body) {
+    let inPlace = true;
+    if (st.type === 'ImportDeclaration') {
+      s.overwrite(st.start, st.end, importStatement(st, declared));
+    } else if (st.type === 'ExportNamedDeclaration' && st.declaration) {
+      s.remove(st.start, st.declaration.start);
+      inPlace = declare(s, st.declaration, declared);
+    } else if (st.type === 'ExportDefaultDeclaration' && (st.declaration.type === 'FunctionDeclaration' || st.declaration.type === 'ClassDeclaration') && st.declaration.id) {
+      s.remove(st.start, st.declaration.start);
+      inPlace = declare(s, st.declaration, declared);
+    } else if (st.type === 'ExportNamedDeclaration' || st.type === 'ExportDefaultDeclaration' || st.type === 'ExportAllDeclaration') {
+      // `export { a }`, `export * from 'm'` and `export default <expression>` have nothing to run in a notebook.
+      s.remove(st.start, st.end);
+      inPlace = false;
+    } else if (st.type === 'VariableDeclaration' || st.type === 'FunctionDeclaration' || st.type === 'ClassDeclaration') {
+      inPlace = declare(s, st, declared);
+    }
+    if (inPlace) last = st;
+  }
+  // A cell that is only a string ("servelab") returns it: the directive is the cell's value.
+  if (last?.type === 'ExpressionStatement') s.prependRight(last.start, 'return ');
+
   const unique = [...new Set(declared)].filter(safe);
   // One line of prefix keeps the cell's lines where they were; the source map covers the rest.
-  const prefix = `${unique.length ? `var ${unique.join(', ')}; ` : ''}(async () => {`;
-  const js = `${prefix}${out.outputText.replace(/\/\/# sourceMappingURL=.*$/m, '')}\n})()`;
-  return { js, map: out.sourceMapText!, declared: unique };
+  s.prepend(`${unique.length ? `var ${unique.join(', ')}; ` : ''}(async () => {`).append('\n})()');
+  return { js: s.toString(), map: composeMaps(s, src, erased.map!, fileName), declared: unique };
 }

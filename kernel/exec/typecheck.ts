@@ -1,16 +1,18 @@
 /**
- * Type-checks each cell against the cells before it with one long-lived TypeScript language service (the way an
- * editor checks the file being typed). A cell is checked as a module; what earlier cells declared reaches it as
- * globals, from declaration files the compiler emitted for them. Each cell costs one program, built incrementally
- * from the last: the set of root files only changes when a cell declares something, files on disk are read and
- * resolved once, and the declarations a cell leaves behind are emitted from the very program that checked it.
+ * Type-checks each cell against the cells before it with the native TypeScript compiler (tsgo), which runs as a
+ * child process and holds the program: the kernel's own heap keeps no syntax trees, and a changed cell is checked in
+ * a millisecond or two. Files are virtual (never written) and live in the notebook's folder, so './x.ts' imports
+ * resolve as at run time. A cell is checked as a module; each earlier cell stays in the program as a module of its
+ * own that declares its live names globally, typed by its own inference (`declare global { let x: __servelab_x }`
+ * beside `type __servelab_x = typeof x`), so no declaration has to be emitted and a later cell sees them as globals.
  */
-import type TS from 'typescript';
 import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { typescript } from './typescript.ts';
-import { docComment } from './doc_comment.ts';
-import { exportAll, render, splitDeclarations, toOriginal, topLevelNames, withModuleMarker, words, type CellDecls } from './cell_decls.ts';
+import { API, type Project, type Snapshot } from '@typescript/native-preview/unstable/sync';
+
+type FileChanges = NonNullable<Parameters<API['updateSnapshot']>[0]>['fileChanges'] & object;
+import { augmentation, exportAll, toOriginal, topLevelNames, withModuleMarker, words, type TopLevel } from './cell_decls.ts';
 
 export interface CellDiagnostic {
   line: number; // 1-based, in the cell
@@ -22,22 +24,23 @@ export interface CellDiagnostic {
 /** What the checker holds, for `lab.kernelMemory()`. */
 export interface CheckerStats {
   programFiles: number;
-  /** Characters of source across the program (lib files, @types/node, imported modules, cells' declarations). */
-  programChars: number;
-  /** Declaration files kept for earlier cells (one per cell whose names are still live). */
+  /** Earlier cells whose names are still live, each a module in the program. */
   cellFiles: number;
   liveNames: number;
-  diskFilesCached: number;
+  /** Resident set of the compiler's process, bytes (null where /proc cannot tell). */
+  processRss: number | null;
 }
 
-function options(ts: typeof TS, cwd: string, paths: Record<string, string>): TS.CompilerOptions {
+const SERVELAB_TYPES = dirname(dirname(createRequire(import.meta.url).resolve('@types/node/package.json')));
+
+function compilerOptions(cwd: string, paths: Record<string, string>): Record<string, unknown> {
   return {
-    target: ts.ScriptTarget.ES2022,
-    module: ts.ModuleKind.ESNext,
-    moduleResolution: ts.ModuleResolutionKind.Bundler,
+    target: 'es2022',
+    module: 'esnext',
+    moduleResolution: 'bundler',
     // No DOM: cells run in Node, whose globals (fetch, URL, AbortSignal, performance) @types/node declares; the DOM
     // library alone would double what every program parses and binds.
-    lib: ['lib.es2023.d.ts', 'lib.esnext.disposable.d.ts'],
+    lib: ['es2023', 'esnext.disposable'],
     types: ['node'],
     // The notebook's own @types first, then servelab's: a notebook in a folder without node_modules still knows Node.
     typeRoots: [join(cwd, 'node_modules', '@types'), SERVELAB_TYPES],
@@ -45,8 +48,7 @@ function options(ts: typeof TS, cwd: string, paths: Record<string, string>): TS.
     // Cells are exploratory: untyped parameters are allowed, everything else is checked.
     noImplicitAny: false,
     allowImportingTsExtensions: true,
-    declaration: true,
-    emitDeclarationOnly: true,
+    noEmit: true,
     esModuleInterop: true,
     skipLibCheck: true,
     resolveJsonModule: true,
@@ -54,36 +56,53 @@ function options(ts: typeof TS, cwd: string, paths: Record<string, string>): TS.
   };
 }
 
-const SERVELAB_TYPES = dirname(dirname(createRequire(import.meta.url).resolve('@types/node/package.json')));
-
 /** Cannot find module '{0}' (and its variants that suggest a fix). */
 const MODULE_NOT_FOUND = new Set([2307, 2792, 7016]);
-/** Declaration slots added at a time. */
+/** The compiler's DiagnosticCategory.Error. */
+const ERROR = 1;
+/** SignatureKind.Call. */
+const CALL = 0;
+/** Cell module files added at a time. */
 const SLOT_BLOCK = 32;
+/**
+ * An empty slot: a module that augments the global scope, as a filled one does. A file that starts augmenting it
+ * changes the program's structure, and the next program resolves every module again.
+ */
+const EMPTY_MODULE = 'export {};\ndeclare global {}';
+
+/** A diagnostic's message with its chain, indented by depth as tsc prints it. */
+function flatten(d: { text: string; messageChain?: readonly { text: string; messageChain?: readonly unknown[] }[] }, depth = 0): string {
+  let out = `${'  '.repeat(depth)}${d.text}`;
+  for (const c of d.messageChain ?? []) out += `\n${flatten(c as typeof d, depth + 1)}`;
+  return out;
+}
 
 export class CellChecker {
-  private readonly ts = typescript();
-  private readonly files = new Map<string, { text: string; version: number }>();
-  /** Files read from disk (lib files, @types, imported sources): read once, as a cell's import of them is. */
-  private readonly disk = new Map<string, TS.IScriptSnapshot>();
-  private readonly resolution: TS.ModuleResolutionCache;
-  private readonly typeResolution: TS.TypeReferenceDirectiveResolutionCache;
+  private api: API | null = null;
+  private snapshot: Snapshot | null = null;
+  /** Virtual files by path, and the changes the compiler has not been told of yet. */
+  private readonly files = new Map<string, string>();
+  private readonly changed = new Set<string>();
+  private invalidateAll = false;
+  /** Global declaration lines by name, each naming the cell module that declared it last. */
   /**
-   * Declaration files of earlier cells, one per cell whose names are still live. A program whose root files differ
-   * from the last one's is built from scratch (every file found, every import resolved again), so files come in
-   * blocks of empty slots, and a cell whose names were all declared again hands its slot to a later cell.
+   * Earlier cells' modules, one per cell whose names are still live: each file is the cell as it was checked, followed
+   * by the global declarations of its live names. Files are root files that come in blocks of empty slots (a new
+   * root file costs a new program's module resolution, a few hundred file lookups), and a cell whose names were all
+   * declared again hands its slot to a later cell.
    */
-  private readonly slots: { file: string; decls: CellDecls | null }[] = [];
+  private readonly slots: { file: string; cell: { text: string; top: TopLevel; live: Set<string> } | null }[] = [];
   /** Names earlier cells imported, by local name: import statements appended to later cells. */
   private readonly imported = new Map<string, string>();
-  private readonly service: TS.LanguageService;
+  private readonly config: string;
+  private readonly compilerOptions: Record<string, unknown>;
   private readonly prelude: string;
+  readonly cellFile: string;
   /** Prelude lines by the global each declares, read into the program once a cell names that global. */
   private readonly preludeLines = new Map<string, string>();
   private readonly preludeAlways: string[] = [];
   private readonly preludeUsed = new Set<string>();
-  private lastNames: { code: string; names: ReturnType<typeof topLevelNames> } | null = null;
-  readonly cellFile: string;
+  private lastNames: { code: string; names: TopLevel } | null = null;
 
   constructor(
     private readonly cwd: string,
@@ -92,71 +111,56 @@ export class CellChecker {
     /** Declarations every cell sees (display helpers and the like). */
     prelude: string,
   ) {
-    const ts = this.ts;
-    // Virtual files (never written) in the notebook's own folder, so './x.ts' imports resolve as at run time.
-    this.cellFile = join(cwd, '.servelab-cell.ts');
+    this.config = join(cwd, '.servelab-tsconfig.json');
     this.prelude = join(cwd, '.servelab-prelude.d.ts');
+    this.cellFile = join(cwd, '.servelab-cell.ts');
     for (const line of prelude.split('\n')) {
       const name = /^declare\s+(?:const|let|var|function|class)\s+([A-Za-z_$][\w$]*)/.exec(line)?.[1];
       if (name) this.preludeLines.set(name, line);
       else this.preludeAlways.push(line);
     }
+    this.compilerOptions = compilerOptions(cwd, paths);
     this.usePrelude([]);
+    this.addSlots();
     this.set(this.cellFile, 'export {};');
-    const opts = options(ts, cwd, paths);
-    this.resolution = ts.createModuleResolutionCache(cwd, (f) => f, opts);
-    this.typeResolution = ts.createTypeReferenceDirectiveResolutionCache(cwd, (f) => f, opts, this.resolution.getPackageJsonInfoCache());
-    const moduleHost: TS.ModuleResolutionHost = { fileExists: (f) => this.fileExists(f), readFile: (f) => this.readFile(f), directoryExists: (d) => d === cwd || ts.sys.directoryExists(d), realpath: ts.sys.realpath, getCurrentDirectory: () => cwd };
-    const host: TS.LanguageServiceHost & { getModuleResolutionCache(): TS.ModuleResolutionCache } = {
-      // Root files in a fixed order, so that a program whose files are the same reuses the last one's structure.
-      getScriptFileNames: () => [this.prelude, ...this.slots.map((c) => c.file), this.cellFile],
-      getScriptVersion: (f) => String(this.files.get(f)?.version ?? 0),
-      getScriptSnapshot: (f) => this.snapshot(f),
-      getCurrentDirectory: () => cwd,
-      getCompilationSettings: () => opts,
-      getDefaultLibFileName: (o) => ts.getDefaultLibFilePath(o),
-      fileExists: (f) => this.fileExists(f),
-      readFile: (f) => this.readFile(f),
-      directoryExists: moduleHost.directoryExists,
-      getDirectories: (d) => (ts.sys.directoryExists(d) ? ts.sys.getDirectories(d) : []),
-      readDirectory: ts.sys.readDirectory,
-      realpath: ts.sys.realpath,
-      // JSDoc is parsed only where it changes types (as tsc does): most of @types/node is documentation, and parsing
-      // it would double what the first program costs. inspect() reads a declaration's comment from its text instead.
-      jsDocParsingMode: ts.JSDocParsingMode.ParseForTypeErrors,
-      // One cache for module and type-reference resolution and package.json lookups, kept across programs: a
-      // program whose root files changed (a cell declared something) would otherwise resolve everything again.
-      getModuleResolutionCache: () => this.resolution,
-      resolveModuleNameLiterals: (literals, containingFile, redirected, o, containingSourceFile) =>
-        literals.map((lit) => ts.resolveModuleName(lit.text, containingFile, o, moduleHost, this.resolution, redirected, ts.getModeForUsageLocation(containingSourceFile, lit, o))),
-      resolveTypeReferenceDirectiveReferences: (refs, containingFile, redirected, o) =>
-        refs.map((ref) => ts.resolveTypeReferenceDirective(typeof ref === 'string' ? ref : ref.fileName.toLowerCase(), containingFile, o, moduleHost, redirected, this.typeResolution, typeof ref === 'string' ? undefined : ref.resolutionMode)),
-    };
-    this.service = ts.createLanguageService(host, ts.createDocumentRegistry(true, cwd, ts.JSDocParsingMode.ParseForTypeErrors));
   }
 
-  private fileExists(f: string): boolean {
-    return this.files.has(f) || this.disk.has(f) || this.ts.sys.fileExists(f);
+  private set(file: string, text: string): void {
+    if (this.files.get(file) === text) return;
+    this.files.set(file, text);
+    if (this.api) this.changed.add(file);
   }
 
-  private readFile(f: string): string | undefined {
-    const v = this.files.get(f);
-    if (v) return v.text;
-    const s = this.snapshot(f);
-    return s ? s.getText(0, s.getLength()) : undefined;
+  /**
+   * The compiler, started on first use. Virtual files are read from memory (null: no such file, without asking the
+   * disk), the rest from the disk. Only reads call back: the virtual files are root files, never resolved as
+   * modules, so module resolution's file lookups (hundreds per program) stay inside the compiler.
+   */
+  private start(): API {
+    const prefix = join(this.cwd, '.servelab-');
+    return new API({ cwd: this.cwd, fs: { readFile: (f) => this.files.get(f) ?? (f.startsWith(prefix) ? null : undefined) } });
   }
 
-  private snapshot(f: string): TS.IScriptSnapshot | undefined {
-    const v = this.files.get(f);
-    if (v) return this.ts.ScriptSnapshot.fromString(v.text);
-    let s = this.disk.get(f);
-    if (!s) {
-      const text = this.ts.sys.readFile(f);
-      if (text === undefined) return undefined;
-      s = this.ts.ScriptSnapshot.fromString(text);
-      this.disk.set(f, s);
+  /**
+   * The program with every change made so far; the first call starts the compiler and builds the first program.
+   * Changed files are handed over one at a time: a snapshot with two changed files resolves every module again
+   * (a few hundred file lookups through the callbacks, 20-40 ms), one with a single file reuses the last program's.
+   */
+  private project(): Project {
+    if (!this.api) {
+      this.api = this.start();
+      this.snapshot = this.api.updateSnapshot({ openProjects: [this.config] });
+      this.changed.clear();
     }
-    return s;
+    const updates: FileChanges[] = this.invalidateAll ? [{ invalidateAll: true }] : this.changed.has(this.config) ? [{ changed: [...this.changed] }] : [...this.changed].map((f) => ({ changed: [f] }));
+    this.invalidateAll = false;
+    this.changed.clear();
+    for (const fileChanges of updates) {
+      const next = this.api.updateSnapshot({ fileChanges });
+      this.snapshot?.dispose();
+      this.snapshot = next;
+    }
+    return this.snapshot!.getProject(this.config)!;
   }
 
   /**
@@ -168,14 +172,18 @@ export class CellChecker {
     this.set(this.prelude, [...this.preludeAlways, ...[...this.preludeUsed].map((n) => this.preludeLines.get(n)!)].join('\n'));
   }
 
-  private set(file: string, text: string): void {
-    const prev = this.files.get(file);
-    if (prev?.text === text) return;
-    this.files.set(file, { text, version: (prev?.version ?? 0) + 1 });
+  /** A block of empty slots, and the configuration that lists them. */
+  private addSlots(): void {
+    for (let i = 0, n = this.slots.length; i < SLOT_BLOCK; i++) {
+      this.slots.push({ file: join(this.cwd, `.servelab-cell-${n + i}.ts`), cell: null });
+      this.set(this.slots[n + i].file, EMPTY_MODULE);
+    }
+    const files = [this.prelude, ...this.slots.map((x) => x.file), this.cellFile];
+    this.set(this.config, JSON.stringify({ compilerOptions: this.compilerOptions, files }));
   }
 
   /** topLevelNames, remembered for the last cell: check and commit both ask for it. */
-  private names(code: string): ReturnType<typeof topLevelNames> {
+  private names(code: string): TopLevel {
     if (this.lastNames?.code !== code) this.lastNames = { code, names: topLevelNames(code) };
     return this.lastNames.names;
   }
@@ -186,11 +194,7 @@ export class CellChecker {
     return [...this.imported].filter(([n]) => !own.declared.has(n) && !own.imports.has(n) && (!only || only.has(n))).map(([, stmt]) => stmt);
   }
 
-  /**
-   * The cell as checked and as its declarations are emitted: every declaration exported, followed by the imports of
-   * earlier cells that it names. Check and commit set the same text, so the declarations come from the program that
-   * checked the cell.
-   */
+  /** The cell as checked and as later cells see it: every declaration exported, followed by the earlier cells' imports it names. */
   private checkedText(code: string): { text: string; inserts: number[] } {
     const { text, inserts } = exportAll(code);
     const named = words(code);
@@ -198,36 +202,25 @@ export class CellChecker {
     return { text: `${text}\n${this.earlierImports(code, named).join('\n')}`, inserts };
   }
 
-  /** Errors of a cell, against everything earlier cells declared. */
-  check(code: string): CellDiagnostic[] {
-    const ts = this.ts;
-    const { text, inserts } = this.checkedText(code);
-    this.set(this.cellFile, text);
-    const program = this.service.getProgram()!;
-    const sf = program.getSourceFile(this.cellFile)!;
-    // The program's own semantic diagnostics: the service would add declaration-emit diagnostics, which concern
-    // files that export to others, not a cell.
-    const diags = [...program.getSyntacticDiagnostics(sf), ...program.getSemanticDiagnostics(sf)];
-    // A module the cell cannot find may exist by its next run (a file written, a package installed): forget what
-    // resolution remembered, failures included.
-    if (diags.some((d) => MODULE_NOT_FOUND.has(d.code))) {
-      this.resolution.clear();
-      this.typeResolution.clear();
-    }
-    return diags
-      .filter((d) => d.category === ts.DiagnosticCategory.Error && d.start !== undefined)
-      .map((d) => ({ d, at: toOriginal(d.start!, inserts) }))
-      .filter(({ at }) => at < code.length)
-      .map(({ d, at }) => {
-        const { line, column } = lineAndColumn(code, at);
-        return { line, column, code: d.code, message: ts.flattenDiagnosticMessageText(d.messageText, '\n') };
-      });
-  }
-
-  /** Checks a cell and emits its declarations without recording them: the compiler's code paths run once, early. */
+  /** Builds the first program and checks a cell, so that the first real cell finds the compiler warm. */
   warm(code: string): void {
     this.check(code);
-    this.service.getEmitOutput(this.cellFile, true);
+  }
+
+  /** Errors of a cell, against everything earlier cells declared. */
+  check(code: string): CellDiagnostic[] {
+    const { text, inserts } = this.checkedText(code);
+    this.set(this.cellFile, text);
+    const program = this.project().program;
+    const diags = [...program.getSyntacticDiagnostics(this.cellFile), ...program.getSemanticDiagnostics(this.cellFile)];
+    // A module the cell cannot find may exist by its next run (a file written, a package installed): the next
+    // program looks again.
+    if (diags.some((d) => MODULE_NOT_FOUND.has(d.code))) this.invalidateAll = true;
+    return diags
+      .filter((d) => d.category === ERROR)
+      .map((d) => ({ d, at: toOriginal(d.pos, inserts) }))
+      .filter(({ at }) => at < code.length)
+      .map(({ d, at }) => ({ ...lineAndColumn(code, at), code: d.code, message: flatten(d) }));
   }
 
   /** Records what a cell that ran declared, so later cells are checked against it. */
@@ -235,39 +228,33 @@ export class CellChecker {
     const own = this.names(code);
     // A cell that declares and imports nothing leaves nothing for later cells.
     if (own.declared.size === 0 && own.imports.size === 0) return;
-    // Declarations are emitted with the earlier cells' imports in scope: a value made from an imported function
-    // keeps its type instead of becoming any.
-    this.set(this.cellFile, this.checkedText(code).text);
-    const out = this.service.getEmitOutput(this.cellFile, true);
-    for (const n of [...own.declared, ...own.imports.keys()]) this.imported.delete(n);
-    for (const [n, stmt] of own.imports) this.imported.set(n, stmt);
-    const dts = out.outputFiles.find((f) => f.name.endsWith('.d.ts'))?.text ?? '';
-    const mine = splitDeclarations(dts);
-    // A name declared again takes over: earlier cells stop declaring it; a cell left with nothing is dropped.
+    for (const n of own.imports.keys()) this.imported.set(n, own.imports.get(n)!);
+    for (const n of own.declared) this.imported.delete(n);
+    // A name declared or imported again takes over: earlier cells stop declaring it; a cell left with nothing frees its slot.
     for (const slot of this.slots) {
-      for (const n of [...mine.decls.keys(), ...own.imports.keys()]) slot.decls?.decls.delete(n);
-      if (slot.decls?.decls.size === 0) slot.decls = null;
+      const c = slot.cell;
+      if (!c || ![...own.declared, ...own.imports.keys()].some((n) => c.live.has(n))) continue;
+      for (const n of [...own.declared, ...own.imports.keys()]) c.live.delete(n);
+      if (c.live.size === 0) slot.cell = null;
+      this.set(slot.file, slot.cell ? `${c.text}\n${augmentation(c.top, c.live)}` : EMPTY_MODULE);
     }
-    if (mine.decls.size) {
-      if (!this.slots.some((x) => x.decls === null)) {
-        for (let i = 0, n = this.slots.length; i < SLOT_BLOCK; i++) this.slots.push({ file: join(this.cwd, `.servelab-cell-${n + i}.d.ts`), decls: null });
-      }
-      this.slots.find((x) => x.decls === null)!.decls = mine;
-    }
-    // An empty slot still augments the global scope: a file that starts or stops doing so changes the program's
-    // structure, and the next program would be built from scratch.
-    for (const slot of this.slots) this.set(slot.file, render(slot.decls ?? { imports: [], decls: new Map() }));
+    if (own.declared.size === 0) return;
+    if (!this.slots.some((x) => x.cell === null)) this.addSlots();
+    const slot = this.slots.find((x) => x.cell === null)!;
+    // The cell's module, with the earlier imports in scope: a value made from an imported function keeps its type.
+    slot.cell = { text: this.checkedText(code).text, top: own, live: new Set(own.declared) };
+    this.set(slot.file, `${slot.cell.text}\n${augmentation(own, slot.cell.live)}`);
   }
 
   /** The cell with every earlier import in scope and its positions as typed: what completion and inspection read. */
-  private atCursor(code: string): void {
+  private atCursor(code: string): Project {
     this.usePrelude(this.preludeLines.keys());
     this.set(this.cellFile, `${withModuleMarker(code)}\n${this.earlierImports(code).join('\n')}`);
+    return this.project();
   }
 
   completions(code: string, pos: number): { matches: string[]; start: number; end: number } {
-    this.atCursor(code);
-    const info = this.service.getCompletionsAtPosition(this.cellFile, pos, { includeCompletionsWithInsertText: true });
+    const info = this.atCursor(code).checker.getCompletionsAtPosition(this.cellFile, pos);
     let start = pos;
     while (start > 0 && /[\w$]/.test(code[start - 1])) start--;
     const prefix = code.slice(start, pos);
@@ -275,28 +262,68 @@ export class CellChecker {
     return { matches: [...new Set(matches)].sort((a, b) => a.localeCompare(b)), start, end: pos };
   }
 
-  /** Quick info at a position: the signature and its documentation. */
+  /** The signature (or type) of the name at a position, and its documentation. */
   inspect(code: string, pos: number): string | null {
-    this.atCursor(code);
+    const project = this.atCursor(code);
     let p = pos;
     // A cursor just after a name (the usual shift-tab position) inspects that name.
     if (p > 0 && !/[\w$]/.test(code[p] ?? '') && /[\w$]/.test(code[p - 1])) p--;
-    const q = this.service.getQuickInfoAtPosition(this.cellFile, p);
-    if (!q) return null;
-    const sig = this.ts.displayPartsToString(q.displayParts);
-    const doc = this.ts.displayPartsToString(q.documentation) || docComment(this.ts, this.service, this.cellFile, p);
+    const checker = project.checker;
+    const symbol = checker.getSymbolAtPosition(this.cellFile, p);
+    if (!symbol) return null;
+    const type = checker.getTypeOfSymbol(symbol);
+    const signatures = type ? checker.getSignaturesOfType(type, CALL) : [];
+    const sig = signatures.length
+      ? signatures.map((s) => signatureText(symbol.name, checker, s)).join('\n')
+      : `${symbol.name}: ${type ? checker.typeToString(type) : 'unknown'}`;
+    const doc = checker.getDocumentationCommentOfSymbol(symbol);
     return doc ? `${sig}\n\n${doc}` : sig;
   }
 
   stats(): CheckerStats {
-    const files = this.service.getProgram()?.getSourceFiles() ?? [];
+    const files = this.snapshot?.getProject(this.config)?.program.getSourceFileNames().length ?? 0;
     return {
-      programFiles: files.length,
-      programChars: files.reduce((n, f) => n + f.text.length, 0),
-      cellFiles: this.slots.filter((x) => x.decls).length,
-      liveNames: this.slots.reduce((n, x) => n + (x.decls?.decls.size ?? 0), 0) + this.imported.size,
-      diskFilesCached: this.disk.size,
+      programFiles: files,
+      cellFiles: this.slots.filter((x) => x.cell).length,
+      liveNames: this.slots.reduce((n, x) => n + (x.cell?.live.size ?? 0), 0) + this.imported.size,
+      processRss: compilerRss(),
     };
+  }
+
+  /** Stops the compiler's process (a new one starts on the next check). */
+  close(): void {
+    this.snapshot?.dispose();
+    this.api?.close();
+    this.api = null;
+    this.snapshot = null;
+  }
+}
+
+type Checker = Project['checker'];
+
+/** `name(a: A, ...rest: B[]): R`, as an editor's hover shows a function. */
+function signatureText(name: string, checker: Checker, s: ReturnType<Checker['getSignaturesOfType']>[number]): string {
+  const params = s.getParameters();
+  const text = params.map((p, i) => {
+    const rest = s.hasRestParameter && i === params.length - 1 ? '...' : '';
+    const t = checker.getTypeOfSymbol(p);
+    return `${rest}${p.name}: ${t ? checker.typeToString(t) : 'any'}`;
+  });
+  const ret = checker.getReturnTypeOfSignature(s);
+  return `${name}(${text.join(', ')}): ${ret ? checker.typeToString(ret) : 'void'}`;
+}
+
+/** Resident set of this process's tsgo child, from /proc. */
+function compilerRss(): number | null {
+  try {
+    const children = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    for (const pid of children) {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      if (/^Name:\s+tsgo/m.test(status)) return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+    }
+    return null;
+  } catch {
+    return null;
   }
 }
 
