@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// servelab's command line. Sources are TypeScript, run through tsx's loader so there is no build step.
-import { register } from 'tsx/esm/api';
+// servelab's command line. Sources are TypeScript, run through a loader that erases their types, so there is no build step.
+import { register } from './ts_loader.mjs';
 
 register();
 const { main } = await import('../kernel/cli.ts');
