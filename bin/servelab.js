@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// servelab's command line. Sources are TypeScript, run through a loader that erases their types, so there is no build step.
-import { register } from './ts_loader.mjs';
+// servelab's command line. Sources are TypeScript: run from their compiled mirror (kernel/load/compiled.mjs), brought
+// up to date here, or through type-erasing module hooks where the mirror cannot be written. No build step either way.
+import { moduleUrl, updateMirror, useMirror } from '../kernel/load/compiled.mjs';
+import { register } from '../kernel/load/ts_hooks.mjs';
 
-register();
-const { main } = await import('../kernel/cli.ts');
+if (updateMirror()) useMirror();
+else register();
+const { main } = await import(await moduleUrl(new URL('../kernel/cli.ts', import.meta.url).pathname));
 process.exitCode = await main(process.argv.slice(2));

@@ -9,7 +9,7 @@ import { Console } from 'node:console';
 import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { moduleUrl } from '../load/compiled.mjs';
 
 export interface CellRun {
   readonly count: number;
@@ -86,16 +86,18 @@ export function cancelRun(run: CellRun): void {
 
 /**
  * import() for cells: `servelab` is the engine; './x.ts' is relative to the notebook's folder; a package name is
- * looked up from the notebook's folder first, then from servelab's own dependencies.
+ * looked up from the notebook's folder first, then from servelab's own dependencies. A file is imported by the URL
+ * moduleUrl gives it: servelab's own sources from the mirror the kernel runs (one engine, not two), a notebook's
+ * TypeScript through the type-erasing hooks.
  */
 export function makeImporter(cwd: string, aliases: Record<string, string>): (spec: string) => Promise<unknown> {
   const req = createRequire(join(cwd, 'notebook.js'));
   return async (spec: string) => {
-    if (aliases[spec]) return import(pathToFileURL(aliases[spec]).href);
-    if (spec.startsWith('./') || spec.startsWith('../') || spec.startsWith('/')) return import(pathToFileURL(resolve(cwd, spec)).href);
+    if (aliases[spec]) return import(await moduleUrl(aliases[spec]));
+    if (spec.startsWith('./') || spec.startsWith('../') || spec.startsWith('/')) return import(await moduleUrl(resolve(cwd, spec)));
     if (spec.startsWith('node:')) return import(spec);
     try {
-      return await import(pathToFileURL(req.resolve(spec)).href);
+      return await import(await moduleUrl(req.resolve(spec)));
     } catch {
       return import(spec);
     }

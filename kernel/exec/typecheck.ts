@@ -9,9 +9,8 @@
 import { dirname, join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { API, type Project, type Snapshot } from '@typescript/native-preview/unstable/sync';
+import { Tsgo, type Diagnostic, type TsgoProject } from './tsgo.ts';
 
-type FileChanges = NonNullable<Parameters<API['updateSnapshot']>[0]>['fileChanges'] & object;
 import { augmentation, exportAll, toOriginal, topLevelNames, withModuleMarker, words, type TopLevel } from './cell_decls.ts';
 
 export interface CellDiagnostic {
@@ -60,8 +59,6 @@ function compilerOptions(cwd: string, paths: Record<string, string>): Record<str
 const MODULE_NOT_FOUND = new Set([2307, 2792, 7016]);
 /** The compiler's DiagnosticCategory.Error. */
 const ERROR = 1;
-/** SignatureKind.Call. */
-const CALL = 0;
 /** Cell module files added at a time. */
 const SLOT_BLOCK = 32;
 /**
@@ -71,15 +68,15 @@ const SLOT_BLOCK = 32;
 const EMPTY_MODULE = 'export {};\ndeclare global {}';
 
 /** A diagnostic's message with its chain, indented by depth as tsc prints it. */
-function flatten(d: { text: string; messageChain?: readonly { text: string; messageChain?: readonly unknown[] }[] }, depth = 0): string {
+function flatten(d: Diagnostic, depth = 0): string {
   let out = `${'  '.repeat(depth)}${d.text}`;
-  for (const c of d.messageChain ?? []) out += `\n${flatten(c as typeof d, depth + 1)}`;
+  for (const c of d.messageChain ?? []) out += `\n${flatten(c, depth + 1)}`;
   return out;
 }
 
 export class CellChecker {
-  private api: API | null = null;
-  private snapshot: Snapshot | null = null;
+  private readonly tsgo: Tsgo;
+  private current: TsgoProject | null = null;
   /** Virtual files by path, and the changes the compiler has not been told of yet. */
   private readonly files = new Map<string, string>();
   private readonly changed = new Set<string>();
@@ -120,6 +117,11 @@ export class CellChecker {
       else this.preludeAlways.push(line);
     }
     this.compilerOptions = compilerOptions(cwd, paths);
+    // Virtual files are read from memory (null: no such file, without asking the disk), the rest from the disk. Only
+    // reads call back: the virtual files are root files, never resolved as modules, so module resolution's file
+    // lookups (hundreds per program) stay inside the compiler.
+    const own = join(cwd, '.servelab-');
+    this.tsgo = new Tsgo(cwd, (f) => this.files.get(f) ?? (f.startsWith(own) ? null : undefined));
     this.usePrelude([]);
     this.addSlots();
     this.set(this.cellFile, 'export {};');
@@ -128,39 +130,24 @@ export class CellChecker {
   private set(file: string, text: string): void {
     if (this.files.get(file) === text) return;
     this.files.set(file, text);
-    if (this.api) this.changed.add(file);
-  }
-
-  /**
-   * The compiler, started on first use. Virtual files are read from memory (null: no such file, without asking the
-   * disk), the rest from the disk. Only reads call back: the virtual files are root files, never resolved as
-   * modules, so module resolution's file lookups (hundreds per program) stay inside the compiler.
-   */
-  private start(): API {
-    const prefix = join(this.cwd, '.servelab-');
-    return new API({ cwd: this.cwd, fs: { readFile: (f) => this.files.get(f) ?? (f.startsWith(prefix) ? null : undefined) } });
+    if (this.current) this.changed.add(file);
   }
 
   /**
    * The program with every change made so far; the first call starts the compiler and builds the first program.
    * Changed files are handed over one at a time: a snapshot with two changed files resolves every module again
-   * (a few hundred file lookups through the callbacks, 20-40 ms), one with a single file reuses the last program's.
+   * (a few hundred file lookups, 20-40 ms), one with a single file reuses the last program's.
    */
-  private project(): Project {
-    if (!this.api) {
-      this.api = this.start();
-      this.snapshot = this.api.updateSnapshot({ openProjects: [this.config] });
+  private project(): TsgoProject {
+    if (!this.current) {
+      this.current = this.tsgo.update(this.config, { openProjects: [this.config] });
       this.changed.clear();
     }
-    const updates: FileChanges[] = this.invalidateAll ? [{ invalidateAll: true }] : this.changed.has(this.config) ? [{ changed: [...this.changed] }] : [...this.changed].map((f) => ({ changed: [f] }));
+    const updates = this.invalidateAll ? [{ invalidateAll: true as const }] : this.changed.has(this.config) ? [{ changed: [...this.changed] }] : [...this.changed].map((f) => ({ changed: [f] }));
     this.invalidateAll = false;
     this.changed.clear();
-    for (const fileChanges of updates) {
-      const next = this.api.updateSnapshot({ fileChanges });
-      this.snapshot?.dispose();
-      this.snapshot = next;
-    }
-    return this.snapshot!.getProject(this.config)!;
+    for (const fileChanges of updates) this.current = this.tsgo.update(this.config, { fileChanges });
+    return this.current;
   }
 
   /**
@@ -211,8 +198,7 @@ export class CellChecker {
   check(code: string): CellDiagnostic[] {
     const { text, inserts } = this.checkedText(code);
     this.set(this.cellFile, text);
-    const program = this.project().program;
-    const diags = [...program.getSyntacticDiagnostics(this.cellFile), ...program.getSemanticDiagnostics(this.cellFile)];
+    const diags = this.project().diagnostics(this.cellFile);
     // A module the cell cannot find may exist by its next run (a file written, a package installed): the next
     // program looks again.
     if (diags.some((d) => MODULE_NOT_FOUND.has(d.code))) this.invalidateAll = true;
@@ -247,19 +233,18 @@ export class CellChecker {
   }
 
   /** The cell with every earlier import in scope and its positions as typed: what completion and inspection read. */
-  private atCursor(code: string): Project {
+  private atCursor(code: string): TsgoProject {
     this.usePrelude(this.preludeLines.keys());
     this.set(this.cellFile, `${withModuleMarker(code)}\n${this.earlierImports(code).join('\n')}`);
     return this.project();
   }
 
   completions(code: string, pos: number): { matches: string[]; start: number; end: number } {
-    const info = this.atCursor(code).checker.getCompletionsAtPosition(this.cellFile, pos);
+    const names = this.atCursor(code).completions(this.cellFile, pos);
     let start = pos;
     while (start > 0 && /[\w$]/.test(code[start - 1])) start--;
     const prefix = code.slice(start, pos);
-    const matches = (info?.entries ?? []).map((e) => e.name).filter((n) => n.startsWith(prefix));
-    return { matches: [...new Set(matches)].sort((a, b) => a.localeCompare(b)), start, end: pos };
+    return { matches: [...new Set(names.filter((n) => n.startsWith(prefix)))].sort((a, b) => a.localeCompare(b)), start, end: pos };
   }
 
   /** The signature (or type) of the name at a position, and its documentation. */
@@ -268,22 +253,14 @@ export class CellChecker {
     let p = pos;
     // A cursor just after a name (the usual shift-tab position) inspects that name.
     if (p > 0 && !/[\w$]/.test(code[p] ?? '') && /[\w$]/.test(code[p - 1])) p--;
-    const checker = project.checker;
-    const symbol = checker.getSymbolAtPosition(this.cellFile, p);
-    if (!symbol) return null;
-    const type = checker.getTypeOfSymbol(symbol);
-    const signatures = type ? checker.getSignaturesOfType(type, CALL) : [];
-    const sig = signatures.length
-      ? signatures.map((s) => signatureText(symbol.name, checker, s)).join('\n')
-      : `${symbol.name}: ${type ? checker.typeToString(type) : 'unknown'}`;
-    const doc = checker.getDocumentationCommentOfSymbol(symbol);
-    return doc ? `${sig}\n\n${doc}` : sig;
+    const found = project.describe(this.cellFile, p);
+    if (!found) return null;
+    return found.doc ? `${found.signature}\n\n${found.doc}` : found.signature;
   }
 
   stats(): CheckerStats {
-    const files = this.snapshot?.getProject(this.config)?.program.getSourceFileNames().length ?? 0;
     return {
-      programFiles: files,
+      programFiles: this.current?.sourceFileCount() ?? 0,
       cellFiles: this.slots.filter((x) => x.cell).length,
       liveNames: this.slots.reduce((n, x) => n + (x.cell?.live.size ?? 0), 0) + this.imported.size,
       processRss: compilerRss(),
@@ -292,25 +269,9 @@ export class CellChecker {
 
   /** Stops the compiler's process (a new one starts on the next check). */
   close(): void {
-    this.snapshot?.dispose();
-    this.api?.close();
-    this.api = null;
-    this.snapshot = null;
+    this.tsgo.close();
+    this.current = null;
   }
-}
-
-type Checker = Project['checker'];
-
-/** `name(a: A, ...rest: B[]): R`, as an editor's hover shows a function. */
-function signatureText(name: string, checker: Checker, s: ReturnType<Checker['getSignaturesOfType']>[number]): string {
-  const params = s.getParameters();
-  const text = params.map((p, i) => {
-    const rest = s.hasRestParameter && i === params.length - 1 ? '...' : '';
-    const t = checker.getTypeOfSymbol(p);
-    return `${rest}${p.name}: ${t ? checker.typeToString(t) : 'any'}`;
-  });
-  const ret = checker.getReturnTypeOfSignature(s);
-  return `${name}(${text.join(', ')}): ${ret ? checker.typeToString(ret) : 'void'}`;
 }
 
 /** Resident set of this process's tsgo child, from /proc. */
