@@ -67,6 +67,8 @@ export function topLevelNames(code: string): TopLevel {
     if (!d) continue;
     const name = (d.id as Node | null)?.name as string | undefined;
     if (d.type === 'VariableDeclaration') {
+      // `using` bindings are the cell's own: disposed when it ends, never seen by later cells.
+      if (d.kind !== 'var' && d.kind !== 'let' && d.kind !== 'const') continue;
       const kind = d.kind === 'const' ? 'const' : d.kind === 'let' ? 'let' : 'var';
       const names: string[] = [];
       for (const v of d.declarations as Node[]) bindingNames(v.id as Node, names);
@@ -97,7 +99,9 @@ const EXPORT = 'export ';
  */
 export function exportAll(code: string): { text: string; inserts: number[] } {
   // A decorated class is exported before its decorators, which the parser counts as part of the statement.
-  const inserts = statements(code).filter((s) => DECLARATIONS.has(s.type)).map((s) => s.start);
+  const inserts = statements(code)
+    .filter((s) => DECLARATIONS.has(s.type) && !(s.type === 'VariableDeclaration' && s.kind !== 'var' && s.kind !== 'let' && s.kind !== 'const'))
+    .map((s) => s.start);
   let out = code;
   for (const at of [...inserts].reverse()) out = `${out.slice(0, at)}${EXPORT}${out.slice(at)}`;
   return { text: withModuleMarker(out), inserts };

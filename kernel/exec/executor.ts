@@ -5,7 +5,7 @@ import { CellChecker, type CellDiagnostic } from './typecheck.ts';
 import { convertCell, IMPORT_FN } from './transform.ts';
 import type { KernelStructures } from './memory.ts';
 import { withSignal } from '../../engine/abort.ts';
-import { cancelRun, cellContext, installRuntime, makeImporter, type CellRun } from './runtime.ts';
+import { cancelRun, cellContext, installRuntime, makeImporter, provideHelpers, type CellRun } from './runtime.ts';
 
 export type Outcome =
   | { status: 'ok'; value: unknown; hasValue: boolean }
@@ -87,6 +87,7 @@ export class Executor {
       throw e;
     }
     const { js, map } = converted;
+    provideHelpers(converted.helpers);
     this.maps.set(file, { map, code });
     const run: CellRun = { count, controller: new AbortController(), timers: new Set(), cancelled: false, stream: hooks.stream, lateError: hooks.lateError };
     this.current = run;

@@ -43,6 +43,18 @@ function routed(name: 'stdout' | 'stderr', fallback: NodeJS.WriteStream): Writab
 let installed = false;
 
 /** Installs the routing into the process's globals. Idempotent. */
+const helpers: Record<string, unknown> = {};
+const requireHere = createRequire(import.meta.url);
+
+/**
+ * Makes the runtime helpers a converted cell calls (oxc's, for syntax Node 20 lacks) available as
+ * globalThis.babelHelpers, where the converter's output looks for them.
+ */
+export function provideHelpers(names: string[]): void {
+  if (!('babelHelpers' in globalThis)) Object.defineProperty(globalThis, 'babelHelpers', { value: helpers, enumerable: false });
+  for (const n of names) helpers[n] ??= requireHere(`@oxc-project/runtime/helpers/${n}`);
+}
+
 export function installRuntime(): void {
   if (installed) return;
   installed = true;

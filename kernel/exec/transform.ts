@@ -3,10 +3,11 @@
  * (so later cells see them and may redeclare them), imports become dynamic imports, the body runs inside an async
  * function (top-level await), and the last expression is returned as the cell's result.
  *
- * oxc-transform erases the types; the JavaScript it prints is then parsed again and its top-level statements are
- * rewritten in place with magic-string, so that everything the rewrite leaves alone keeps its position.
+ * oxc-transform erases the types and lowers what Node 20 cannot run (`using` declarations, to a try block around
+ * the cell's statements); the JavaScript it prints is then parsed again and its top-level statements are rewritten
+ * in place with magic-string, so that everything the rewrite leaves alone keeps its position.
  */
-import { transformSync, type OxcError } from 'oxc-transform';
+import { transformSync, type HelperMode, type OxcError } from 'oxc-transform';
 import { parseSync, type BindingPattern, type Class as ClassNode, type Declaration, type Function as FunctionNode, type ImportDeclaration } from 'oxc-parser';
 import MagicString from 'magic-string';
 import { composeMaps, lineStarts } from './compose_map.ts';
@@ -18,6 +19,8 @@ export interface Converted {
   map: string;
   /** Names the cell declares at top level (values only; types are erased). */
   declared: string[];
+  /** Runtime helpers the lowered syntax calls (`usingCtx` for `using`), as globalThis.babelHelpers must hold them. */
+  helpers: string[];
 }
 
 export const IMPORT_FN = '__servelab_import';
@@ -104,7 +107,7 @@ const safe = (n: string) => /^[A-Za-z_$][\w$]*$/.test(n);
 
 export function convertCell(code: string, fileName: string): Converted {
   // onlyRemoveTypeImports keeps an import that this cell does not use: a later cell may.
-  const erased = transformSync(fileName, code, { lang: 'ts', sourceType: 'module', sourcemap: true, typescript: { onlyRemoveTypeImports: true } });
+  const erased = transformSync(fileName, code, { lang: 'ts', sourceType: 'module', sourcemap: true, target: 'es2022', helpers: { mode: 'External' as HelperMode }, typescript: { onlyRemoveTypeImports: true } });
   const err = erased.errors.find((e) => (e.severity as string) === 'Error');
   if (err) throw syntaxError(code, fileName, err);
   const src = erased.code;
@@ -114,7 +117,7 @@ export function convertCell(code: string, fileName: string): Converted {
   const declared: string[] = [];
   /** The last statement that runs where it stands (hoisted functions and dropped exports do not). */
   let last: (typeof program.body)[number] | null = null;
-  for (const st of program.body) {
+  for (const st of topLevel(program.body)) {
     let inPlace = true;
     if (st.type === 'ImportDeclaration') {
       s.overwrite(st.start, st.end, importStatement(st, declared));
@@ -139,5 +142,23 @@ export function convertCell(code: string, fileName: string): Converted {
   const unique = [...new Set(declared)].filter(safe);
   // One line of prefix keeps the cell's lines where they were; the source map covers the rest.
   s.prepend(`${unique.length ? `var ${unique.join(', ')}; ` : ''}(async () => {`).append('\n})()');
-  return { js: s.toString(), map: composeMaps(s, src, erased.map!, fileName), declared: unique };
+  return { js: s.toString(), map: composeMaps(s, src, erased.map!, fileName), declared: unique, helpers: Object.keys(erased.helpersUsed ?? {}) };
+}
+
+type Statement = ReturnType<typeof parseSync>['program']['body'][number];
+
+/**
+ * The cell's top-level statements. Lowered `using` declarations put the cell's statements in a try block whose first
+ * statement makes the disposal context (`var _usingCtx = babelHelpers.usingCtx()`): those are the cell's, less the
+ * context and the `using` bindings themselves, which stay local to the cell as the checker has them.
+ */
+function topLevel(body: Statement[]): Statement[] {
+  return body.flatMap((st) => {
+    if (st.type !== 'TryStatement') return [st];
+    const [first, ...rest] = st.block.body;
+    const ctx = first?.type === 'VariableDeclaration' && first.declarations[0]?.init?.type === 'CallExpression' && first.declarations[0].init.callee.type === 'MemberExpression' && first.declarations[0].init.callee.object.type === 'Identifier' && first.declarations[0].init.callee.object.name === 'babelHelpers' && first.declarations[0].id.type === 'Identifier' ? first.declarations[0].id.name : null;
+    if (!ctx) return [st];
+    const usesCtx = (d: Statement) => d.type === 'VariableDeclaration' && d.declarations.every((v) => v.init?.type === 'CallExpression' && v.init.callee.type === 'MemberExpression' && v.init.callee.object.type === 'Identifier' && v.init.callee.object.name === ctx);
+    return rest.filter((d) => !usesCtx(d));
+  });
 }

@@ -13,30 +13,35 @@ import { transformSync } from 'oxc-transform';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TRANSFORMER = createRequire(import.meta.url)('oxc-transform/package.json').version;
-/** The folders whose sources run: the command line, the kernel, the engine, the benchmarks and scripts. */
-const DIRS = ['bench', 'engine', 'kernel', 'scripts'];
-export const MIRROR = join(ROOT, 'node_modules', '.cache', 'servelab');
 
-const mirrorPath = (source) => join(MIRROR, relative(ROOT, source)).replace(/\.ts$/, '.js');
+/**
+ * servelab's tree: the folders whose sources run (the command line, the kernel, the engine, the benchmarks and
+ * scripts) and where their mirror lives.
+ */
+export const SERVELAB = { root: ROOT, dirs: ['bench', 'engine', 'kernel', 'scripts'], mirror: join(ROOT, 'node_modules', '.cache', 'servelab') };
+
+const mirrorPath = (tree, source) => join(tree.mirror, relative(tree.root, source)).replace(/\.ts$/, '.js');
 
 /** Whether a file is one of the sources the mirror holds. */
-function mirrored(source) {
-  const rel = relative(ROOT, source);
-  return source.endsWith('.ts') && !source.endsWith('.d.ts') && DIRS.includes(rel.split(sep)[0]);
+function mirrored(tree, source) {
+  return source.endsWith('.ts') && !source.endsWith('.d.ts') && tree.dirs.includes(relative(tree.root, source).split(sep)[0]);
 }
 
-function sources(dir) {
+function sources(tree, dir) {
   let out = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) out = out.concat(sources(p));
-    else if (mirrored(p)) out.push(p);
+    if (e.isDirectory()) out = out.concat(sources(tree, p));
+    else if (mirrored(tree, p)) out.push(p);
   }
   return out;
 }
 
-/** One source -> its mirror file, written aside and renamed (a kernel starting meanwhile never reads half a file). */
-function compile(source, mtime) {
+/**
+ * One source -> its mirror module, written aside and renamed (a kernel starting meanwhile never reads half a file).
+ * A source that does not parse becomes a module that throws its SyntaxError, as loading the source would.
+ */
+function compile(tree, source, mtime) {
   const url = pathToFileURL(source).href;
   const out = transformSync(source, readFileSync(source, 'utf8'), {
     lang: 'ts',
@@ -45,56 +50,53 @@ function compile(source, mtime) {
     typescript: { rewriteImportExtensions: 'rewrite' },
     define: { 'import.meta.url': JSON.stringify(url) },
   });
-  if (out.errors.length) throw new SyntaxError(`${source}: ${out.errors[0].message}`);
-  // A relative import of anything but another source (a .mjs beside it) names the source tree's file, so that it is
-  // one module whichever side imports it.
-  const code = out.code.replace(/(\bfrom\s*|\bimport\s*\(\s*)"(\.{1,2}\/[^"]+)"/g, (m, head, spec) =>
-    spec.endsWith('.js') && mirrored(fileURLToPath(new URL(spec.replace(/\.js$/, '.ts'), url))) ? m : `${head}${JSON.stringify(new URL(spec, url).href)}`);
-  const map = Buffer.from(JSON.stringify({ ...out.map, sources: [url] })).toString('base64');
-  const target = mirrorPath(source);
+  let text;
+  if (out.errors.length) text = `throw new SyntaxError(${JSON.stringify(`${source}: ${out.errors[0].message}`)});\n`;
+  else {
+    // A relative import of anything but another source (a .mjs beside it) names the source tree's file, so that it
+    // is one module whichever side imports it.
+    const code = out.code.replace(/(\bfrom\s*|\bimport\s*\(\s*)"(\.{1,2}\/[^"]+)"/g, (m, head, spec) =>
+      spec.endsWith('.js') && mirrored(tree, fileURLToPath(new URL(spec.replace(/\.js$/, '.ts'), url))) ? m : `${head}${JSON.stringify(new URL(spec, url).href)}`);
+    const map = Buffer.from(JSON.stringify({ ...out.map, sources: [url] })).toString('base64');
+    text = `${code}\n//# sourceMappingURL=data:application/json;base64,${map}\n`;
+  }
+  const target = mirrorPath(tree, source);
   mkdirSync(dirname(target), { recursive: true });
   const tmp = `${target}.${process.pid}`;
-  writeFileSync(tmp, `${code}\n//# sourceMappingURL=data:application/json;base64,${map}\n`);
+  writeFileSync(tmp, text);
   // The mirror file carries its source's modification time: a different one means the source changed.
   utimesSync(tmp, mtime, mtime);
   renameSync(tmp, target);
 }
 
 /**
- * Brings the mirror up to date (about 5 ms when nothing changed, 0.3 s for every file) and says whether it can be
- * used. A syntax error in a source is thrown: it would fail at import anyway, and this names the file.
+ * Brings a tree's mirror up to date (about 10 ms when nothing changed, 0.3 s for every file) and says whether it can
+ * be used: false where it cannot be written.
  */
-export function updateMirror() {
+export function updateMirror(tree = SERVELAB) {
   // The mirror names its sources by absolute URL, and the transformer's output may change with its version: a
   // stamp of both, and a different one compiles every file again.
-  const stamp = JSON.stringify({ type: 'module', root: ROOT, transformer: TRANSFORMER });
-  const pkg = join(MIRROR, 'package.json');
-  let all = false;
+  const stamp = JSON.stringify({ type: 'module', root: tree.root, transformer: TRANSFORMER });
+  const pkg = join(tree.mirror, 'package.json');
   try {
-    mkdirSync(MIRROR, { recursive: true });
-    all = readText(pkg) !== stamp;
+    mkdirSync(tree.mirror, { recursive: true });
+    const all = readText(pkg) !== stamp;
+    for (const source of tree.dirs.flatMap((d) => sources(tree, join(tree.root, d)))) {
+      const { mtime } = statSync(source);
+      let current = false;
+      try {
+        // utimes keeps milliseconds, through a float: equal to within one.
+        current = !all && Math.abs(statSync(mirrorPath(tree, source)).mtimeMs - mtime.getTime()) < 1;
+      } catch {
+        current = false;
+      }
+      if (!current) compile(tree, source, mtime);
+    }
+    if (all) writeFileSync(pkg, stamp);
+    return true;
   } catch {
     return false;
   }
-  for (const source of DIRS.flatMap((d) => sources(join(ROOT, d)))) {
-    const { mtime } = statSync(source);
-    let current = false;
-    try {
-      // utimes keeps milliseconds, through a float: equal to within one.
-      current = !all && Math.abs(statSync(mirrorPath(source)).mtimeMs - mtime.getTime()) < 1;
-    } catch {
-      current = false;
-    }
-    if (current) continue;
-    try {
-      compile(source, mtime);
-    } catch (e) {
-      if (e instanceof SyntaxError) throw e;
-      return false;
-    }
-  }
-  if (all) writeFileSync(pkg, stamp);
-  return true;
 }
 
 function readText(file) {
@@ -105,24 +107,24 @@ function readText(file) {
   }
 }
 
-let active = false;
+let active = null;
 
-/** Runs the mirror's compiled modules from now on (after updateMirror() said it can). */
-export function useMirror() {
-  active = true;
+/** Runs a tree's mirror modules from now on (after updateMirror said it can). */
+export function useMirror(tree = SERVELAB) {
+  active = tree;
   process.setSourceMapsEnabled(true);
 }
 
 /**
  * The URL to import a file by: a source the mirror holds is imported from the mirror, so that a cell's
  * `import 'servelab'` shares the modules the kernel itself runs; any other TypeScript file (a notebook's own) starts
- * the type-erasing hooks on first use.
+ * the type-erasing hooks on first use, which hand servelab's sources back from the mirror too.
  */
 export async function moduleUrl(path) {
-  if (active && mirrored(path)) return pathToFileURL(mirrorPath(path)).href;
+  if (active && mirrored(active, path)) return pathToFileURL(mirrorPath(active, path)).href;
   if (/\.[cm]?ts$/.test(path)) {
     const { register } = await import('./ts_hooks.mjs');
-    register(active ? { root: ROOT, mirror: MIRROR, dirs: DIRS } : undefined);
+    register(active ?? undefined);
   }
   return pathToFileURL(path).href;
 }

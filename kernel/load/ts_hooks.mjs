@@ -15,8 +15,8 @@ let mirror = null;
 
 /**
  * Installs the hooks for every later import of this thread (once), and maps stack traces back to the sources. With a
- * mirror ({ root, mirror, dirs }), a file that imports one of servelab's sources gets the mirror's module, the one the
- * kernel itself runs.
+ * mirrored tree ({ root, dirs, mirror }: compiled.mjs), a file that imports one of its sources gets the mirror's
+ * module, the one the kernel itself runs.
  */
 export function register(withMirror) {
   if (registered) return;

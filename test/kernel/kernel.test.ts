@@ -68,6 +68,22 @@ describe('servelab kernel', () => {
     expect(outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': '42' });
   });
 
+  it('a notebook module that imports the engine gets the engine cells use (one Tensor class, not two)', async () => {
+    const rel = join('test', 'kernel', 'fixtures', 'engine_user.ts');
+    const { reply, outputs } = await k.execute(`import { createDevice as cd } from 'servelab';\nimport { isTensor } from './${rel}';\nconst dev9 = await cd('reference');\nisTensor(dev9.tensor([1, 2], [2]))`);
+    expect(reply.content.status).toBe('ok');
+    expect(outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': 'true' });
+  });
+
+  it('a `using` declaration is checked, runs on Node 20 and is disposed when its cell ends', async () => {
+    await k.execute("const disposals: string[] = [];\nconst resource = { [Symbol.dispose]() { disposals.push('done'); } };");
+    const during = await k.execute('using held = resource;\ndisposals.length');
+    expect(during.reply.content.status).toBe('ok');
+    expect(during.outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': '0' });
+    const after = await k.execute('disposals');
+    expect(after.outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toMatchObject({ 'text/plain': "[ 'done' ]" });
+  });
+
   it('interrupt_request stops a long engine experiment within a second, and the next cell runs clean', async () => {
     const code = [
       "import { createDevice, matmul } from 'servelab';",

@@ -4,6 +4,7 @@ import vm from 'node:vm';
 import { TraceMap, originalPositionFor } from '@jridgewell/trace-mapping';
 import { convertCell, IMPORT_FN } from '../../kernel/exec/transform.ts';
 import { isComplete } from '../../kernel/exec/complete.ts';
+import { provideHelpers } from '../../kernel/exec/runtime.ts';
 
 const g = globalThis as Record<string, unknown>;
 let cells = 0;
@@ -141,6 +142,19 @@ describe('convertCell', () => {
     // A call the printer puts on one line with the line before it still maps to its own line.
     expect(await errorLines("function tbar(): number { throw new Error('x'); }\nMath.max(1,\n  tbar())")).toEqual([1, 3]);
     expect(await errorLines("await Promise.resolve();\nconst { tz } = { tz: 1 };\n\nnull!.x")).toEqual([4]);
+  });
+
+  it('lowers `using` (Node 20 lacks it): disposed when the cell ends, its binding local, the cell\'s other names global', async () => {
+    provideHelpers(['usingCtx']);
+    g.usingLog = [];
+    const r = await run("const res = { [Symbol.dispose]() { (usingLog as string[]).push('disposed'); } };\nusing held = res;\nconst after = 5;\n(usingLog as string[]).push('body');\nafter * 2");
+    expect(r.helpers).toEqual(['usingCtx']);
+    expect(r.value).toBe(10);
+    expect(g.usingLog).toEqual(['body', 'disposed']);
+    expect(g.after).toBe(5);
+    expect(r.declared).toEqual(['res', 'after']);
+    expect('held' in g).toBe(false);
+    delete g.usingLog;
   });
 
   it('throws a SyntaxError naming the line and column of a cell that does not parse', () => {
