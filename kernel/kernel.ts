@@ -94,8 +94,8 @@ export class Kernel {
   }
 
   async start(): Promise<void> {
-    // Each cell leaves the previous cell's type-checker program behind: a few MB that lived long enough to reach the
-    // old generation. V8 lets the heap grow to several times what is live before collecting it; a smaller growth
+    // Each cell leaves garbage that lived long enough to reach the old generation (its script, outputs, the objects
+    // of its experiments). V8 lets the heap grow to several times what is live before collecting it; a smaller growth
     // factor collects sooner and keeps the resident set flat across a long notebook (more, shorter collections).
     setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
     // SIGINT (from the worker, or from a Jupyter client in signal mode) interrupts the running cell; without a
@@ -103,7 +103,7 @@ export class Kernel {
     process.on('SIGINT', () => this.executor?.interrupt());
     process.on('uncaughtException', (e) => this.orphanError(e));
     process.on('unhandledRejection', (e) => this.orphanError(e));
-    // The executor's modules load on the loader thread meanwhile; the compiler itself waits for the first reply.
+    // The executor's modules load meanwhile; the compiler itself waits for the first reply.
     this.executorModule = import('./exec/executor.ts');
     // The control thread boots (its own isolate, its own zeromq) while this one binds its sockets and starts
     // answering: a client's kernel_info need not wait for it, and a control request sent meanwhile waits in the
@@ -126,9 +126,10 @@ export class Kernel {
   }
 
   /**
-   * The executor with a warm type checker: the compiler loaded, the first program (lib files, @types/node, the
-   * prelude) built and a cell checked. Made once, after the first reply or shortly after start, whichever is first,
-   * so that a client's kernel_info is answered before the compiler is loaded and the first cell finds it warm.
+   * The executor with a warm type checker: the compiler's process started, its first program (lib files,
+   * @types/node, the prelude) built and a cell checked. Made once, after the first reply or shortly after start,
+   * whichever is first, so that a client's kernel_info is answered before the compiler starts and the first cell
+   * finds it warm.
    */
   private cells(): Promise<Executor> {
     this.executorP ??= (async () => {

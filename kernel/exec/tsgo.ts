@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export interface Diagnostic {
   /** Offset of the first character, in UTF-16 code units. */
@@ -39,9 +39,13 @@ interface ProcessClient {
 }
 
 const PACKAGE = dirname(createRequire(import.meta.url).resolve('@typescript/native-preview/package.json'));
-const { Client } = (await import(pathToFileURL(join(PACKAGE, 'dist', 'api', 'sync', 'client.js')).href)) as {
-  Client: new (options: { cwd: string; fs: { readFile(file: string): string | null | undefined } }) => ProcessClient;
+const internal = (rel: string) => import(pathToFileURL(join(PACKAGE, rel)).href);
+const { Client } = (await internal('dist/api/sync/client.js')) as {
+  Client: new (options: { cwd: string; tsserverPath: string; fs: { readFile(file: string): string | null | undefined } }) => ProcessClient;
 };
+const { default: exePath } = (await internal('lib/getExePath.js')) as { default: () => string };
+/** Starts tsgo in a session of its own (tsgo.sh): Jupyter interrupts a kernel by signalling its process group. */
+const LAUNCHER = join(dirname(fileURLToPath(import.meta.url)), 'tsgo.sh');
 
 /** SignatureKind.Call; SignatureFlags.HasRestParameter. */
 const CALL = 0;
@@ -101,7 +105,15 @@ export class Tsgo {
 
   private start(): ProcessClient {
     if (!this.client) {
-      this.client = new Client({ cwd: this.cwd, fs: { readFile: this.readFile } });
+      // The launcher reads the compiler's path from its environment, set for this spawn only.
+      const before = process.env.SERVELAB_TSGO;
+      process.env.SERVELAB_TSGO = exePath();
+      try {
+        this.client = new Client({ cwd: this.cwd, tsserverPath: LAUNCHER, fs: { readFile: this.readFile } });
+      } finally {
+        if (before === undefined) delete process.env.SERVELAB_TSGO;
+        else process.env.SERVELAB_TSGO = before;
+      }
       this.client.apiRequest('initialize', null);
     }
     return this.client;
