@@ -137,7 +137,11 @@ export class Tsgo {
   }
 
   close(): void {
-    this.client?.close();
+    try {
+      this.client?.close();
+    } catch {
+      // A process that already died has nothing left to close.
+    }
     this.client = null;
     this.latest = null;
   }

@@ -81,7 +81,6 @@ export class CellChecker {
   private readonly files = new Map<string, string>();
   private readonly changed = new Set<string>();
   private invalidateAll = false;
-  /** Global declaration lines by name, each naming the cell module that declared it last. */
   /**
    * Earlier cells' modules, one per cell whose names are still live: each file is the cell as it was checked, followed
    * by the global declarations of its live names. Files are root files that come in blocks of empty slots (a new
@@ -189,6 +188,19 @@ export class CellChecker {
     return { text: `${text}\n${this.earlierImports(code, named).join('\n')}`, inserts };
   }
 
+  /**
+   * fn on the current program. If the compiler's process fails (killed, out of memory), a new one is started with
+   * every file as it stands and fn runs once more: the kernel keeps checking cells.
+   */
+  private withProgram<T>(fn: (p: TsgoProject) => T): T {
+    try {
+      return fn(this.project());
+    } catch {
+      this.close();
+      return fn(this.project());
+    }
+  }
+
   /** Builds the first program and checks a cell, so that the first real cell finds the compiler warm. */
   warm(code: string): void {
     this.check(code);
@@ -198,7 +210,7 @@ export class CellChecker {
   check(code: string): CellDiagnostic[] {
     const { text, inserts } = this.checkedText(code);
     this.set(this.cellFile, text);
-    const diags = this.project().diagnostics(this.cellFile);
+    const diags = this.withProgram((p) => p.diagnostics(this.cellFile));
     // A module the cell cannot find may exist by its next run (a file written, a package installed): the next
     // program looks again.
     if (diags.some((d) => MODULE_NOT_FOUND.has(d.code))) this.invalidateAll = true;
@@ -233,14 +245,14 @@ export class CellChecker {
   }
 
   /** The cell with every earlier import in scope and its positions as typed: what completion and inspection read. */
-  private atCursor(code: string): TsgoProject {
+  private atCursor(code: string): void {
     this.usePrelude(this.preludeLines.keys());
     this.set(this.cellFile, `${withModuleMarker(code)}\n${this.earlierImports(code).join('\n')}`);
-    return this.project();
   }
 
   completions(code: string, pos: number): { matches: string[]; start: number; end: number } {
-    const names = this.atCursor(code).completions(this.cellFile, pos);
+    this.atCursor(code);
+    const names = this.withProgram((p) => p.completions(this.cellFile, pos));
     let start = pos;
     while (start > 0 && /[\w$]/.test(code[start - 1])) start--;
     const prefix = code.slice(start, pos);
@@ -249,11 +261,11 @@ export class CellChecker {
 
   /** The signature (or type) of the name at a position, and its documentation. */
   inspect(code: string, pos: number): string | null {
-    const project = this.atCursor(code);
-    let p = pos;
+    this.atCursor(code);
+    let at = pos;
     // A cursor just after a name (the usual shift-tab position) inspects that name.
-    if (p > 0 && !/[\w$]/.test(code[p] ?? '') && /[\w$]/.test(code[p - 1])) p--;
-    const found = project.describe(this.cellFile, p);
+    if (at > 0 && !/[\w$]/.test(code[at] ?? '') && /[\w$]/.test(code[at - 1])) at--;
+    const found = this.withProgram((p) => p.describe(this.cellFile, at));
     if (!found) return null;
     return found.doc ? `${found.signature}\n\n${found.doc}` : found.signature;
   }

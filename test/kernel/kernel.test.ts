@@ -1,6 +1,7 @@
 /** The kernel over its real protocol: a test client on zeromq against `servelab kernel start`. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { execSync } from 'node:child_process';
 import { encode } from '../../kernel/protocol/message.ts';
 import { TestClient } from './client.ts';
 
@@ -73,6 +74,16 @@ describe('servelab kernel', () => {
     const { reply, outputs } = await k.execute(`import { createDevice as cd } from 'servelab';\nimport { isTensor } from './${rel}';\nconst dev9 = await cd('reference');\nisTensor(dev9.tensor([1, 2], [2]))`);
     expect(reply.content.status).toBe('ok');
     expect(outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': 'true' });
+  });
+
+  it('a type checker whose process dies is started again, and the next cell is checked against the earlier ones', async () => {
+    await k.execute('const survivor = 7;');
+    const tsgo = execSync(`pgrep -P ${k.proc.pid} tsgo`, { encoding: 'utf8' }).trim();
+    process.kill(Number(tsgo), 'SIGKILL');
+    const bad = await k.execute('const s9: string = survivor;');
+    expect(bad.reply.content.ename).toBe('TypeScriptError');
+    expect((bad.reply.content.traceback as string[]).join('\n')).toMatch(/Type 'number' is not assignable to type 'string'/);
+    expect(execSync(`pgrep -P ${k.proc.pid} tsgo`, { encoding: 'utf8' }).trim()).not.toBe(tsgo);
   });
 
   it('a `using` declaration is checked, runs on Node 20 and is disposed when its cell ends', async () => {
