@@ -120,25 +120,44 @@ export function toOriginal(pos: number, inserts: number[]): number {
   return pos - shift;
 }
 
+/** The global namespace in which the cell module in slot `slot` keeps the types of all its names. */
+const namespace = (slot: number) => `__servelab_cell${slot}`;
+
 /**
- * The global declarations through which later cells see a cell's live names, appended to the cell's own module: each
- * is typed by the cell's inference through a module-level alias (inside `declare global` the name itself would
- * mean the global being declared), so no declaration has to be written out.
+ * How the cell module in slot `slot` shows its names to the cells after it, appended to the module: for each name,
+ * a module-level alias of its inferred type (inside `declare global` the name itself would mean the global being
+ * declared); a global namespace with all of them, which a later cell's module names to keep the types it saw
+ * (`shadows`); and the global declarations of its still-live names.
  */
-export function augmentation(top: Pick<TopLevel, 'values' | 'types'>, live: Set<string>): string {
-  const inside: string[] = [];
+export function augmentation(slot: number, top: Pick<TopLevel, 'values' | 'types'>, live: Set<string>): string {
+  const ns = namespace(slot);
   const aliases: string[] = [];
+  const members: string[] = [];
+  const globals: string[] = [];
   for (const [n, kind] of top.values) {
-    if (!live.has(n)) continue;
-    inside.push(`${kind} ${n}: ${ALIAS}${n};`);
-    aliases.push(`type ${ALIAS}${n} = typeof ${n};`);
+    aliases.push(`type ${ALIAS}v_${n} = typeof ${n};`);
+    members.push(`export type v_${n} = ${ALIAS}v_${n};`);
+    if (live.has(n)) globals.push(`${kind} ${n}: ${ns}.v_${n};`);
   }
   for (const [n, t] of top.types) {
-    if (!live.has(n)) continue;
-    inside.push(`type ${n}${t.params} = ${ALIAS}type_${n}${t.args};`);
-    aliases.push(`type ${ALIAS}type_${n}${t.params} = ${n}${t.args};`);
+    aliases.push(`type ${ALIAS}t_${n}${t.params} = ${n}${t.args};`);
+    members.push(`export type t_${n}${t.params} = ${ALIAS}t_${n}${t.args};`);
+    if (live.has(n)) globals.push(`type ${n}${t.params} = ${ns}.t_${n}${t.args};`);
   }
-  return `declare global {\n${inside.join('\n')}\n}\n${aliases.join('\n')}\n`;
+  return `${aliases.join('\n')}\ndeclare global {\nnamespace ${ns} {\n${members.join('\n')}\n}\n${globals.join('\n')}\n}\n`;
+}
+
+/**
+ * Module-level declarations that keep, in a later cell's module, the type an earlier name `n` had when that cell
+ * ran (`slot`: where the earlier cell's module is): a global declared again later would otherwise change it.
+ */
+export function shadow(slot: number, top: Pick<TopLevel, 'values' | 'types'>, n: string): string[] {
+  const ns = namespace(slot);
+  const out: string[] = [];
+  if (top.values.has(n)) out.push(`declare const ${n}: ${ns}.v_${n};`);
+  const t = top.types.get(n);
+  if (t) out.push(`type ${n}${t.params} = ${ns}.t_${n}${t.args};`);
+  return out;
 }
 
 const ALIAS = '__servelab_';

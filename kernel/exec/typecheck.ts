@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Tsgo, type Diagnostic, type TsgoProject } from './tsgo.ts';
 
-import { augmentation, exportAll, toOriginal, topLevelNames, withModuleMarker, words, type TopLevel } from './cell_decls.ts';
+import { augmentation, exportAll, shadow, toOriginal, topLevelNames, withModuleMarker, words, type TopLevel } from './cell_decls.ts';
 
 export interface CellDiagnostic {
   line: number; // 1-based, in the cell
@@ -87,7 +87,7 @@ export class CellChecker {
    * root file costs a new program's module resolution, a few hundred file lookups), and a cell whose names were all
    * declared again hands its slot to a later cell.
    */
-  private readonly slots: { file: string; cell: { text: string; top: TopLevel; live: Set<string> } | null }[] = [];
+  private readonly slots: { file: string; cell: { text: string; top: TopLevel; live: Set<string>; uses: Set<number> } | null }[] = [];
   /** Names earlier cells imported, by local name: import statements appended to later cells. */
   private readonly imported = new Map<string, string>();
   private readonly config: string;
@@ -226,22 +226,43 @@ export class CellChecker {
     const own = this.names(code);
     // A cell that declares and imports nothing leaves nothing for later cells.
     if (own.declared.size === 0 && own.imports.size === 0) return;
+    // The earlier names this cell uses keep, in its module, the types they had now: it declares them from the
+    // namespaces of the cells that declared them, and those cells' modules stay as long as it does.
+    const used = words(code);
+    const uses = new Set<number>();
+    const shadows: string[] = [];
+    if (own.declared.size) {
+      this.slots.forEach((slot, i) => {
+        for (const n of slot.cell?.live ?? []) {
+          if (!used.has(n) || own.declared.has(n) || own.imports.has(n)) continue;
+          uses.add(i);
+          shadows.push(...shadow(i, slot.cell!.top, n));
+        }
+      });
+    }
     for (const n of own.imports.keys()) this.imported.set(n, own.imports.get(n)!);
     for (const n of own.declared) this.imported.delete(n);
-    // A name declared or imported again takes over: earlier cells stop declaring it; a cell left with nothing frees its slot.
-    for (const slot of this.slots) {
-      const c = slot.cell;
-      if (!c || ![...own.declared, ...own.imports.keys()].some((n) => c.live.has(n))) continue;
-      for (const n of [...own.declared, ...own.imports.keys()]) c.live.delete(n);
-      if (c.live.size === 0) slot.cell = null;
-      this.set(slot.file, slot.cell ? `${c.text}\n${augmentation(c.top, c.live)}` : EMPTY_MODULE);
+    // A name declared or imported again takes over: earlier cells stop declaring it.
+    const taken = [...own.declared, ...own.imports.keys()];
+    for (const slot of this.slots) if (slot.cell && taken.some((n) => slot.cell!.live.has(n))) for (const n of taken) slot.cell.live.delete(n);
+    if (own.declared.size) {
+      if (!this.slots.some((x) => x.cell === null)) this.addSlots();
+      const slot = this.slots.find((x) => x.cell === null)!;
+      // The cell's module, with the earlier imports in scope: a value made from an imported function keeps its type.
+      slot.cell = { text: `${this.checkedText(code).text}\n${shadows.join('\n')}`, top: own, live: new Set(own.declared), uses };
     }
-    if (own.declared.size === 0) return;
-    if (!this.slots.some((x) => x.cell === null)) this.addSlots();
-    const slot = this.slots.find((x) => x.cell === null)!;
-    // The cell's module, with the earlier imports in scope: a value made from an imported function keeps its type.
-    slot.cell = { text: this.checkedText(code).text, top: own, live: new Set(own.declared) };
-    this.set(slot.file, `${slot.cell.text}\n${augmentation(own, slot.cell.live)}`);
+    // A cell with live names, or one a kept cell uses, keeps its slot; the others are freed for later cells.
+    const kept = new Set<number>();
+    const keep = (i: number) => {
+      if (kept.has(i)) return;
+      kept.add(i);
+      for (const j of this.slots[i].cell!.uses) keep(j);
+    };
+    this.slots.forEach((slot, i) => slot.cell?.live.size && keep(i));
+    this.slots.forEach((slot, i) => {
+      if (!kept.has(i)) slot.cell = null;
+      this.set(slot.file, slot.cell ? `${slot.cell.text}\n${augmentation(i, slot.cell.top, slot.cell.live)}` : EMPTY_MODULE);
+    });
   }
 
   /** The cell with every earlier import in scope and its positions as typed: what completion and inspection read. */

@@ -38,6 +38,16 @@ describe('servelab kernel', () => {
     expect(again.outputs.find((m) => m.header.msg_type === 'execute_result')!.content.data).toEqual({ 'text/plain': "'THREE'" });
   });
 
+  it('a name declared again with another type leaves the types of earlier cells that used it as they were', async () => {
+    await k.execute('let series = [1, 2];');
+    await k.execute('const head = series[0];');
+    await k.execute("let series = ['a', 'b'];");
+    const ok = await k.execute('const h: number = head;\nconst t: string = series[0];\nh');
+    expect(ok.reply.content.status).toBe('ok');
+    const bad = await k.execute('const hs: string = head;');
+    expect((bad.reply.content.traceback as string[]).join('\n')).toMatch(/line 1, column 7: Type 'number' is not assignable to type 'string'/);
+  });
+
   it('a value made in one cell from an earlier cell\'s import keeps its type in later cells', async () => {
     await k.execute("import { createDevice as makeDevice } from 'servelab';");
     const made = await k.execute("const dev2 = await makeDevice('reference');\nconst xs = Array.from([1, 2, 3]);");
