@@ -4,9 +4,13 @@
  * declarations and of a trivial cell once servelab is imported, and the resident set of the kernel process tree after
  * start and as cells accumulate.
  */
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { DirectClient } from '../kernel/client/direct.ts';
+import { treeRss } from '../kernel/client/process_tree.ts';
+import { soak, type SoakSummary } from '../scripts/soak.ts';
+
+export { treeRss };
 import { median } from './stats.ts';
 import type { Target } from './run.ts';
 import { targetLine } from './alone.ts';
@@ -36,37 +40,15 @@ export interface KernelBench {
    * and warm, and at the largest reading over the small cells. A lesson's own peak is larger (docs/course.md).
    */
   studentsPer24GiB: { idle: number; afterCells: number };
+  /**
+   * `npm run soak`'s run (scripts/soak.ts): cells of every kind a lesson makes (engine experiments, displays, live
+   * charts, interrupts, out-of-memory, type and runtime errors, a restart), every output checked; null when skipped.
+   */
+  soak: SoakSummary | null;
   loadAverage: number;
   seconds: number;
 }
 
-/** VmRSS of a process and every descendant (a native library may fork helpers), in bytes. */
-export function treeRss(pid: number): number {
-  const children = new Map<number, number[]>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      // The command name may hold spaces or parentheses: ppid is the second field after the last ')'.
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
-    } catch {
-      // A process that ended while we listed /proc.
-    }
-  }
-  let total = 0;
-  const walk = (p: number) => {
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
-      total += m ? Number(m[1]) * 1024 : 0;
-    } catch {
-      return;
-    }
-    for (const c of children.get(p) ?? []) walk(c);
-  };
-  walk(pid);
-  return total;
-}
 
 const WARM_UP_SHARE = 0.3;
 export const MACHINE_GIB = 24;
@@ -161,6 +143,7 @@ export async function benchKernel(opts: { cells?: number; growthCells?: number; 
       rssAfterCellsMB: points,
       growthPerCellKB,
       studentsPer24GiB: { idle: studentsPerMachine(rssAfterStart), afterCells: studentsPerMachine(Math.max(rssAfterStart, ...points.map((p) => p.mb * 1e6))) },
+      soak: null,
       loadAverage,
       seconds: (performance.now() - t0) / 1000,
     };
@@ -168,6 +151,16 @@ export async function benchKernel(opts: { cells?: number; growthCells?: number; 
     await second?.stop();
     await k.stop();
   }
+}
+
+/** The bench's kernel figures, then the soak (its own kernels, started after the bench's have stopped). */
+export async function benchKernelWithSoak(opts: Parameters<typeof benchKernel>[0] & { soakCells?: number } = {}): Promise<KernelBench> {
+  const b = await benchKernel(opts);
+  const cells = opts.soakCells ?? 1000;
+  const t0 = performance.now();
+  b.soak = cells > 0 ? await soak({ cells }) : null;
+  b.seconds += (performance.now() - t0) / 1000;
+  return b;
 }
 
 export function kernelTargets(b: KernelBench): Target[] {
@@ -189,6 +182,14 @@ export function kernelTargets(b: KernelBench): Target[] {
     t('kernel: resident set at the first reply', b.rssAtReplyMB, 150, 'MB'),
     t('kernel: resident set idle after start, type checker warm', b.rssAfterStartMB, 150, 'MB'),
     t('kernel: resident growth per small cell after warm-up', b.growthPerCellKB, 100, 'KB'),
+    ...(b.soak
+      ? [
+          t(`kernel soak (${b.soak.cells} cells): lost, out-of-order or late outputs, hangs, wrong outcomes`, b.soak.lostOutputs + b.soak.outOfOrder + b.soak.lateOutputs + b.soak.hangs + b.soak.wrongOutcomes, 0, 'events'),
+          // A leak of what a cell allocates shows as megabytes a cell; engine cells keep their kernel's allocator and
+          // compiled sessions growing for a few hundred cells (npm run soak's own limit).
+          t('kernel soak: resident growth per cell after warm-up', b.soak.growthPerCellKB, 200, 'KB'),
+        ]
+      : []),
   ];
 }
 
@@ -199,15 +200,22 @@ export function printKernel(b: KernelBench): string[] {
     `  trivial cell ${b.trivialMs.toFixed(1)} ms (1+1), ${b.trivialDistinctMs.toFixed(1)} ms (i+1); typed declarations ${b.typedDeclMs.toFixed(1)} ms; trivial after importing servelab ${b.trivialAfterImportMs.toFixed(1)} ms`,
     `  resident set at the first reply ${b.rssAtReplyMB.toFixed(0)} MB, idle and warm ${b.rssAfterStartMB.toFixed(0)} MB; then ${b.rssAfterCellsMB.map((p) => `${p.mb.toFixed(0)} MB at ${p.cells}`).join(', ')} cells; ${b.growthPerCellKB.toFixed(1)} KB a cell after warm-up`,
     `  students per ${MACHINE_GIB} GiB machine, kernels alone: ${b.studentsPer24GiB.idle} idle and warm, ${b.studentsPer24GiB.afterCells} at the largest footprint over the small cells (a lesson's own peak sets a class's size: docs/course.md)`,
+    ...(b.soak
+      ? [
+          `  soak: ${b.soak.cells} cells in ${b.soak.kernels.length} kernels (${b.soak.interrupts} interrupts, ${b.soak.restarts} restart, errors: ${b.soak.errors.type} type, ${b.soak.errors.runtime} runtime, ${b.soak.errors.oom} out of memory); lost ${b.soak.lostOutputs}, out of order ${b.soak.outOfOrder}, late ${b.soak.lateOutputs}, hangs ${b.soak.hangs}, wrong outcomes ${b.soak.wrongOutcomes}`,
+          `        resident set ${b.soak.rssMB.start} MB at the start, ${b.soak.rssMB.end} at the end, ${b.soak.rssMB.peak} at the peak; ${b.soak.growthPerCellKB} KB a cell after warm-up; cell p50 ${b.soak.cellMs.median} ms, largest ${b.soak.cellMs.max} ms (${b.soak.seconds.toFixed(0)} s)`,
+          `        ${JSON.stringify({ cells: b.soak.cells, lostOutputs: b.soak.lostOutputs, hangs: b.soak.hangs, interrupts: b.soak.interrupts, restarts: b.soak.restarts, rssMB: b.soak.rssMB })}`,
+        ]
+      : []),
     `  (${b.seconds.toFixed(0)} s)`,
   ];
 }
 
-// `npx tsx bench/kernel.ts [--cells N] [--growth N] [--settle MS] [--out file.json] [--json]`: this section alone.
+// `npx tsx bench/kernel.ts [--cells N] [--growth N] [--settle MS] [--soak N] [--out file.json] [--json]`: this section alone.
 if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
   const args = process.argv.slice(2);
   const num = (flag: string) => (args.includes(flag) ? Number(args[args.indexOf(flag) + 1]) : undefined);
-  const kernel = await benchKernel({ cells: num('--cells'), growthCells: num('--growth'), settleMs: num('--settle') });
+  const kernel = await benchKernelWithSoak({ cells: num('--cells'), growthCells: num('--growth'), settleMs: num('--settle'), soakCells: num('--soak') });
   const targets = kernelTargets(kernel);
   console.log([...printKernel(kernel), '\ntargets:', ...targets.map(targetLine)].join('\n'));
   const out = args.indexOf('--out');

@@ -18,7 +18,7 @@ import { benchKv, kvTargets, printKv, type KvBench } from './kv.ts';
 import { benchServe, printServe, serveTargets, type ServeBench } from './serve.ts';
 import { targetLine } from './alone.ts';
 import { benchTrain, printTrain, trainTargets, type TrainBench } from './train.ts';
-import { benchKernel, kernelTargets, printKernel, type KernelBench } from './kernel.ts';
+import { benchKernelWithSoak, kernelTargets, printKernel, type KernelBench } from './kernel.ts';
 import { benchParallel, parallelTargets, printParallel, type ParallelBench } from './parallel.ts';
 
 const NO_VNNI = 'this CPU has no VNNI (avx512_vnni or avx_vnni)';
@@ -96,8 +96,8 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   const train = await benchTrain(kind, { quick: opts.quick, log });
   log('  parallel: data parallelism, ZeRO, pipeline, tensor parallelism, offloading on worker threads ...');
   const parallel = await benchParallel(kind, { quick: opts.quick, log });
-  log('  kernel: the Jupyter kernel ...');
-  const kernel = await benchKernel({ cells: opts.quick ? 10 : 20, growthCells: opts.quick ? 400 : 1000 });
+  log('  kernel: the Jupyter kernel, then a soak of 1,000 cells (200 with --quick) ...');
+  const kernel = await benchKernelWithSoak({ cells: opts.quick ? 10 : 20, growthCells: opts.quick ? 400 : 1000, soakCells: opts.quick ? 200 : 1000 });
   const report: BenchReport = {
     machine: { cpu: cpu.model, cores: cpu.cores, simd: cpu.simd, peakGflops: peak.gflops, peakSource: peak.source },
     device: { name: dev.name, backend: dev.kind, placement: dev.placement(), notes: dev.notes() },

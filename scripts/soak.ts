@@ -2,18 +2,18 @@
  * A soak run of the kernel: many cells of every kind a lesson produces (engine experiments, out-of-memory errors,
  * display updates, live charts, interrupts of busy loops and of pending timers, type and runtime errors, one
  * restart) sent to a real `servelab kernel start` process over ZeroMQ, each checked for its reply, its idle status
- * and every line it printed, in order; the kernel's resident memory sampled after every cell.
+ * and every line it printed, in order; the resident memory of the kernel and its children sampled after every cell.
  *
  * Usage: npm run soak -- [--cells N] [--seed S] [--cell-timeout SECONDS] [--max-growth-kb KB] [--quiet | --verbose]
  * Prints a JSON summary; exits 1 on a lost, out-of-order or late output, a hang, a cell that did not end as its
  * kind must, or RSS growing faster than --max-growth-kb per cell.
  */
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DirectClient } from '../kernel/client/direct.ts';
 import type { Message } from '../kernel/protocol/message.ts';
 import { Rng } from '../engine/index.ts';
+import { treeRss } from '../kernel/client/process_tree.ts';
 import { CELL_KINDS, cellFor, schedule, SETUP, type CellKind, type CellPlan } from './soak_cells.ts';
 
 export { CELL_KINDS, schedule, type CellKind } from './soak_cells.ts';
@@ -69,12 +69,6 @@ export interface SoakSummary {
   problems: string[];
 }
 
-/** The kernel process's resident set, from /proc (VmRSS), in KiB. */
-export function rssKB(pid: number): number {
-  const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for process ${pid}`);
-  return Number(m[1]);
-}
 
 /** Least-squares slope of y over x. */
 function slope(xs: number[], ys: number[]): number {
@@ -219,7 +213,8 @@ export async function soak(opts: SoakOptions = {}): Promise<SoakSummary> {
   };
 
   const sample = (c: number) => {
-    const kb = rssKB(kernel.proc.pid!);
+    // The kernel and its children (the type checker's process).
+    const kb = treeRss(kernel.proc.pid!) / 1024;
     segments.at(-1)!.push({ cell: c, kb });
     if (s.rssMB.start === 0) s.rssMB.start = kb / 1024;
     s.rssMB.end = kb / 1024;

@@ -35,6 +35,8 @@ describe('servelab bench', () => {
     const out = execFileSync('node', ['bin/servelab.js', 'bench', '--quick', '--json', '--device', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
     const wallMs = performance.now() - t0;
     const rep = JSON.parse(out) as BenchReport;
+    // The kernel section ends with the soak (a short one with --quick), its summary in the report.
+    expect(rep.kernel.soak).toMatchObject({ cells: 200, restarts: 1 });
     expect(typeof rep.machine.cpu).toBe('string');
     expect(rep.machine.cores).toBeGreaterThan(0);
     expect(rep.machine.peakGflops).toBeGreaterThan(1);

@@ -15,6 +15,7 @@ import { parseLesson } from '../../kernel/lesson/parse.ts';
 import { REPO } from './jupyter_env.ts';
 import { cmdline, cpuSeconds, memoryKB, processesOf, requireHub, startHub, type Hub, type Student } from './jupyterhub.ts';
 import { MACHINE_GIB, RESERVED_GIB, studentsPerMachine } from '../../bench/kernel.ts';
+import { processTree } from '../../kernel/client/process_tree.ts';
 
 const STUDENTS = 12;
 const LESSON = '00-why-serving-is-costly';
@@ -138,8 +139,11 @@ requireHub(`a class of ${STUDENTS} on JupyterHub 3 (LocalProcessSpawner, local u
       const mine = processesOf(r.student.uid);
       const kernels = mine.filter((p) => /servelab\.js kernel start/.test(cmdline(p)));
       const servers = mine.filter((p) => cmdline(p).includes('jupyterhub-singleuser'));
-      const kernel = kernels.length === 1 ? memoryKB(kernels[0]) : { rss: NaN, hwm: NaN };
-      const cpu = kernels.length === 1 ? cpuSeconds(kernels[0]) : NaN;
+      // A kernel is its node process and the type checker's process: memory and CPU time are the tree's (the peak is
+      // the sum of each process's own peak, an upper bound).
+      const tree = kernels.length === 1 ? processTree(kernels[0]) : [];
+      const kernel = tree.length ? tree.map(memoryKB).reduce((a, b) => ({ rss: a.rss + b.rss, hwm: a.hwm + b.hwm })) : { rss: NaN, hwm: NaN };
+      const cpu = tree.length ? tree.map(cpuSeconds).reduce((a, b) => a + b) : NaN;
       const server = servers.length === 1 ? memoryKB(servers[0]).rss : NaN;
       return { r, kernels, kernel, cpu, server, totalKB: kernel.rss + server };
     });
