@@ -27,8 +27,6 @@ const VERSION = '0.1.0';
 const TS_VERSION = (createRequire(import.meta.url)('@typescript/native-preview/package.json') as { version: string }).version;
 /** Heap growth allowed past the live size before a full collection (V8 picks up to 300% on its own). */
 const HEAP_GROWING_PERCENT = 20;
-/** If no request comes first, the checker starts warming this long after the sockets are up. */
-const WARM_AFTER_MS = 300;
 /** Stream output one cell may print before the rest is cut with a notice (a runaway print loop must not flood the client). */
 const STREAM_LIMIT = 1 << 20;
 
@@ -103,11 +101,10 @@ export class Kernel {
     process.on('SIGINT', () => this.executor?.interrupt());
     process.on('uncaughtException', (e) => this.orphanError(e));
     process.on('unhandledRejection', (e) => this.orphanError(e));
-    // The executor's modules load meanwhile; the compiler itself waits for the first reply.
+    // The executor's modules load while the sockets are bound and the control thread boots.
     this.executorModule = import('./exec/executor.ts');
-    // The control thread boots (its own isolate, its own zeromq) while this one binds its sockets and starts
-    // answering: a client's kernel_info need not wait for it, and a control request sent meanwhile waits in the
-    // client's queue until the control socket is bound.
+    // The control thread boots (its own isolate, its own zeromq) while this one binds its sockets and warms the
+    // checker: a control request sent meanwhile waits in the client's queue until the control socket is bound.
     this.worker = new Worker(new URL('./protocol/control_worker.mjs', import.meta.url), {
       workerData: { controlUrl: endpoint(this.conn, this.conn.control_port), hbUrl: endpoint(this.conn, this.conn.hb_port) },
     });
@@ -117,28 +114,25 @@ export class Kernel {
     });
     await Promise.all([this.shell.bind(endpoint(this.conn, this.conn.shell_port)), this.iopub.bind(endpoint(this.conn, this.conn.iopub_port)), this.stdin.bind(endpoint(this.conn, this.conn.stdin_port))]);
     this.publish('status', { execution_state: 'starting' }, null);
+    // The first request is read once the checker is warm (its process started, its first program built, about
+    // 0.15 s): a kernel that answers kernel_info runs a cell at once, and a client's first cell does not wait
+    // behind the warm-up. Requests sent meanwhile wait in the socket.
+    await this.cells();
     void this.shellLoop();
     await controlReady;
     this.worker.on('message', (m: { type: string; frames?: Uint8Array[] }) => {
       if (m.type === 'message') this.receive(m.frames!.map((f) => Buffer.from(f)), 'control');
     });
-    setTimeout(() => void this.cells(), WARM_AFTER_MS).unref();
   }
 
   /**
    * The executor with a warm type checker: the compiler's process started, its first program (lib files,
-   * @types/node, the prelude) built and a cell checked. Made once, after the first reply or shortly after start,
-   * whichever is first, so that a client's kernel_info is answered before the compiler starts and the first cell
-   * finds it warm.
+   * @types/node, the prelude) built and a cell checked and converted. Made once, at start.
    */
   private cells(): Promise<Executor> {
     this.executorP ??= (async () => {
-      // Each step yields first: a request that arrives meanwhile is read and queued, and kernel_info answered.
-      await new Promise((r) => setImmediate(r));
       const { Executor } = await (this.executorModule ?? import('./exec/executor.ts'));
-      await new Promise((r) => setImmediate(r));
       const ex = new Executor(this.cwd, { servelab: join(ROOT, 'engine', 'index.ts') }, this.prelude);
-      await new Promise((r) => setImmediate(r));
       try {
         ex.warm();
       } catch (e) {
@@ -255,8 +249,6 @@ export class Kernel {
       kernelConsole.error(`servelab kernel: ${type} failed:`, e);
     } finally {
       if (!this.closing) this.publish('status', { execution_state: 'idle' }, msg);
-      // The first request answered, the checker warms while the client reads the reply.
-      if (!this.closing) void this.cells();
     }
   }
 

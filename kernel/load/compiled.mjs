@@ -9,10 +9,10 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync,
 import { createRequire } from 'node:module';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { transformSync } from 'oxc-transform';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const TRANSFORMER = createRequire(import.meta.url)('oxc-transform/package.json').version;
+const require = createRequire(import.meta.url);
+const TRANSFORMER = require('oxc-transform/package.json').version;
 
 /**
  * servelab's tree: the folders whose sources run (the command line, the kernel, the engine, the benchmarks and
@@ -43,6 +43,8 @@ function sources(tree, dir) {
  */
 function compile(tree, source, mtime) {
   const url = pathToFileURL(source).href;
+  // Loaded only when a file needs compiling: most starts find the mirror current.
+  const { transformSync } = require('oxc-transform');
   const out = transformSync(source, readFileSync(source, 'utf8'), {
     lang: 'ts',
     sourceType: 'module',
