@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// servelab's command line. Sources are TypeScript: run from their compiled mirror (kernel/load/compiled.mjs), brought
+// servelab's command line. Sources are TypeScript: run from their compiled mirror (load/compiled.mjs), brought
 // up to date here, or through type-erasing module hooks where the mirror cannot be written. No build step either way.
-import { moduleUrl, updateMirror, useMirror } from '../kernel/load/compiled.mjs';
-import { register } from '../kernel/load/ts_hooks.mjs';
+import { moduleUrl, updateMirror, useMirror } from '../load/compiled.mjs';
+import { register } from '../load/ts_hooks.mjs';
 
 if (updateMirror()) useMirror();
 else register();

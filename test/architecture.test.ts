@@ -1,7 +1,8 @@
 /**
  * Dependencies point one way: lessons -> kernel -> engine, and bench -> engine. The engine imports neither. The one
  * exception: the kernel's benchmark drives a real kernel through its protocol client (kernel/client/), as a user's
- * frontend would, and nothing else of the kernel.
+ * frontend would, and nothing else of the kernel. load/ (how the TypeScript sources run) imports nothing of the
+ * project: any layer may use it.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve, dirname } from 'node:path';
@@ -34,6 +35,7 @@ const FORBIDDEN: Record<string, string[]> = {
   engine: ['kernel', 'lessons', 'bench', 'test'],
   bench: ['kernel', 'lessons', 'test'],
   kernel: ['lessons', 'test'],
+  load: ['engine', 'kernel', 'lessons', 'bench', 'scripts', 'test'],
 };
 
 describe('dependency direction', () => {

@@ -9,6 +9,8 @@ import { createDevice } from '../device/select.ts';
 import type { Device } from '../device/device.ts';
 import { Comm } from './comm.ts';
 import { abortGroup, channel, commWords, writeMemory, type GroupMemory } from './layout.ts';
+import { fileURLToPath } from 'node:url';
+import { moduleUrl } from '../../load/compiled.mjs';
 
 export interface WorkerContext {
   rank: number;
@@ -52,7 +54,8 @@ async function serve(init: WorkerInit): Promise<void> {
   const ctx: WorkerContext = { rank, size: memory.size, dev, comm, state: new Map() };
   port.on('message', async (m: ToWorker) => {
     try {
-      const mod = (await import(m.module)) as Record<string, unknown>;
+      // A task module named by its source's file URL runs as the worker's other modules do (load/compiled.mjs).
+      const mod = (await import(m.module.startsWith('file:') ? await moduleUrl(fileURLToPath(m.module)) : m.module)) as Record<string, unknown>;
       const fn = mod[m.fn];
       if (typeof fn !== 'function') throw new TypeError(`${m.module} has no exported function ${m.fn}`);
       const value = await (fn as Task)(ctx, m.args);

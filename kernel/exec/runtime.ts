@@ -9,7 +9,7 @@ import { Console } from 'node:console';
 import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
 import { join, resolve } from 'node:path';
-import { moduleUrl } from '../load/compiled.mjs';
+import { moduleUrl } from '../../load/compiled.mjs';
 
 export interface CellRun {
   readonly count: number;

@@ -4,7 +4,8 @@
  * or left each cell's program behind grew by about 1.4 MB a cell).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { growthCell, slope, treeRss } from '../../bench/kernel.ts';
+import { growthCell, slope } from '../../bench/kernel.ts';
+import { treeRss } from '../../kernel/client/process_tree.ts';
 import { TestClient } from './client.ts';
 
 const CELLS = 600;

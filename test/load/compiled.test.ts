@@ -1,5 +1,5 @@
 /**
- * The compiled mirror the command line and the kernel run from (kernel/load/compiled.mjs), on a tree of its own in a
+ * The compiled mirror the command line and the kernel run from (load/compiled.mjs), on a tree of its own in a
  * temporary folder: what it compiles, what the compiled modules see, and what brings a file up to date.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { updateMirror, type Tree } from '../../kernel/load/compiled.mjs';
+import { updateMirror, type Tree } from '../../load/compiled.mjs';
 
 const root = mkdtempSync(join(tmpdir(), 'servelab-mirror-'));
 const tree: Tree = { root, dirs: ['engine'], mirror: join(root, 'node_modules', '.cache', 'servelab') };
