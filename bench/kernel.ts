@@ -9,8 +9,6 @@ import { pathToFileURL } from 'node:url';
 import { DirectClient } from '../kernel/client/direct.ts';
 import { treeRss } from '../kernel/client/process_tree.ts';
 import { soak, type SoakSummary } from '../scripts/soak.ts';
-
-export { treeRss };
 import { median } from './stats.ts';
 import type { Target } from './run.ts';
 import { targetLine } from './alone.ts';
