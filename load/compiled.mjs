@@ -124,7 +124,7 @@ export function useMirror(tree = SERVELAB) {
  */
 export async function moduleUrl(path) {
   if (active && mirrored(active, path)) return pathToFileURL(mirrorPath(active, path)).href;
-  if (/\.[cm]?ts$/.test(path)) {
+  if (/\.m?ts$/.test(path)) {
     const { register } = await import('./ts_hooks.mjs');
     register(active ?? undefined);
   }

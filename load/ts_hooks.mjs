@@ -8,7 +8,8 @@ import { readFile } from 'node:fs/promises';
 import { relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const TS = /\.[cm]?ts$/;
+/** ES module TypeScript: .ts and .mts (a .cts is CommonJS, which these hooks do not convert). */
+const TS = /\.m?ts$/;
 let registered = false;
 /** Set in the hooks' thread: the mirror whose modules stand for servelab's sources, if one is in use. */
 let mirror = null;
@@ -42,7 +43,7 @@ export async function resolve(specifier, context, next) {
     return toMirror(await next(specifier, context));
   } catch (e) {
     if (e?.code !== 'ERR_MODULE_NOT_FOUND' || !/^\.{1,2}\//.test(specifier) || !context.parentURL?.startsWith('file:')) throw e;
-    for (const alt of [specifier.replace(/\.([cm]?)js$/, '.$1ts'), `${specifier}.ts`, `${specifier}/index.ts`]) {
+    for (const alt of [specifier.replace(/\.(m?)js$/, '.$1ts'), `${specifier}.ts`, `${specifier}/index.ts`]) {
       if (alt === specifier) continue;
       try {
         return toMirror(await next(alt, context));
@@ -64,5 +65,5 @@ export async function load(url, context, next) {
     throw new SyntaxError(`${path}: ${e.message}`);
   }
   const map = Buffer.from(JSON.stringify({ ...out.map, sources: [url] })).toString('base64');
-  return { format: url.endsWith('.cts') ? 'commonjs' : 'module', source: `${out.code}\n//# sourceMappingURL=data:application/json;base64,${map}`, shortCircuit: true };
+  return { format: 'module', source: `${out.code}\n//# sourceMappingURL=data:application/json;base64,${map}`, shortCircuit: true };
 }

@@ -1,8 +1,8 @@
 /**
  * What a cell leaves to later cells, read from its syntax: the names it declares (values with the keyword later
- * cells see them under, types with their type parameters), its imports as one statement per local name, and the
- * cell with every declaration exported, so that later cells can name its declarations' types through
- * `typeof import(cell)` as a REPL's "everything is global" would.
+ * cells see them under, types with their type parameters), its imports as one statement per local name, the cell
+ * with every declaration exported, and the declarations through which the checker's program shows those names to
+ * later cells as globals, as a REPL's "everything is global" would (typecheck.ts).
  */
 import { parseSync } from 'oxc-parser';
 
