@@ -23,7 +23,7 @@ import { closeLiveCharts } from './display/live.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const VERSION = '0.1.0';
-/** The type checker's version for kernel_info, read from its package.json: starting the compiler waits until after the first reply. */
+/** The type checker's version for kernel_info, read from its package.json (its client module loads with the executor). */
 const TS_VERSION = (createRequire(import.meta.url)('@typescript/native-preview/package.json') as { version: string }).version;
 /** Heap growth allowed past the live size before a full collection (V8 picks up to 300% on its own). */
 const HEAP_GROWING_PERCENT = 20;

@@ -9,10 +9,10 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync,
 import { createRequire } from 'node:module';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { eraseTypes } from './erase.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const require = createRequire(import.meta.url);
-const TRANSFORMER = require('oxc-transform/package.json').version;
+const TRANSFORMER = createRequire(import.meta.url)('oxc-transform/package.json').version;
 
 /**
  * servelab's tree: the folders whose sources run (the command line, the kernel, the engine, the benchmarks and
@@ -43,24 +43,17 @@ function sources(tree, dir) {
  */
 function compile(tree, source, mtime) {
   const url = pathToFileURL(source).href;
-  // Loaded only when a file needs compiling: most starts find the mirror current.
-  const { transformSync } = require('oxc-transform');
-  const out = transformSync(source, readFileSync(source, 'utf8'), {
-    lang: 'ts',
-    sourceType: 'module',
-    sourcemap: true,
-    typescript: { rewriteImportExtensions: 'rewrite' },
-    define: { 'import.meta.url': JSON.stringify(url) },
-  });
-  let text;
-  if (out.errors.length) text = `throw new SyntaxError(${JSON.stringify(`${source}: ${out.errors[0].message}`)});\n`;
-  else {
-    // A relative import of anything but another source (a .mjs beside it) names the source tree's file, so that it
-    // is one module whichever side imports it.
-    const code = out.code.replace(/(\bfrom\s*|\bimport\s*\(\s*)"(\.{1,2}\/[^"]+)"/g, (m, head, spec) =>
+  // A relative import of anything but another source (a .mjs beside it) names the source tree's file, so that it is
+  // one module whichever side imports it.
+  const rewrite = (code) =>
+    code.replace(/(\bfrom\s*|\bimport\s*\(\s*)"(\.{1,2}\/[^"]+)"/g, (m, head, spec) =>
       spec.endsWith('.js') && mirrored(tree, fileURLToPath(new URL(spec.replace(/\.js$/, '.ts'), url))) ? m : `${head}${JSON.stringify(new URL(spec, url).href)}`);
-    const map = Buffer.from(JSON.stringify({ ...out.map, sources: [url] })).toString('base64');
-    text = `${code}\n//# sourceMappingURL=data:application/json;base64,${map}\n`;
+  let text;
+  try {
+    text = eraseTypes(source, readFileSync(source, 'utf8'), { typescript: { rewriteImportExtensions: 'rewrite' }, define: { 'import.meta.url': JSON.stringify(url) } }, rewrite);
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    text = `throw new SyntaxError(${JSON.stringify(e.message)});\n`;
   }
   const target = mirrorPath(tree, source);
   mkdirSync(dirname(target), { recursive: true });

@@ -7,6 +7,7 @@ import { register as registerHooks } from 'node:module';
 import { readFile } from 'node:fs/promises';
 import { relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { eraseTypes } from './erase.mjs';
 
 /** ES module TypeScript: .ts and .mts (a .cts is CommonJS, which these hooks do not convert). */
 const TS = /\.m?ts$/;
@@ -57,13 +58,6 @@ export async function resolve(specifier, context, next) {
 
 export async function load(url, context, next) {
   if (!url.startsWith('file:') || !TS.test(new URL(url).pathname)) return next(url, context);
-  const { transformSync } = await import('oxc-transform');
   const path = fileURLToPath(url);
-  const out = transformSync(path, await readFile(path, 'utf8'), { lang: 'ts', sourceType: 'module', sourcemap: true });
-  if (out.errors.length) {
-    const e = out.errors[0];
-    throw new SyntaxError(`${path}: ${e.message}`);
-  }
-  const map = Buffer.from(JSON.stringify({ ...out.map, sources: [url] })).toString('base64');
-  return { format: 'module', source: `${out.code}\n//# sourceMappingURL=data:application/json;base64,${map}`, shortCircuit: true };
+  return { format: 'module', source: eraseTypes(path, await readFile(path, 'utf8')), shortCircuit: true };
 }

@@ -43,8 +43,8 @@ export class Executor {
    * first real cell finds both warm.
    */
   warm(): void {
-    // The kinds of statement cells are made of, so the code for them is compiled now; and the globals nearly every
-    // notebook uses, so their modules are read now.
+    // The kinds of statement cells are made of, so the converter's and the checker's paths for them run once now.
+    // The display helpers are not named: their modules enter the checker's program when a cell first names them.
     const cell = [
       'interface Point { x: number; label?: string }',
       'type Pair<T> = [T, T];',

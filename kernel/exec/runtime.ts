@@ -40,9 +40,6 @@ function routed(name: 'stdout' | 'stderr', fallback: NodeJS.WriteStream): Writab
   });
 }
 
-let installed = false;
-
-/** Installs the routing into the process's globals. Idempotent. */
 const helpers: Record<string, unknown> = {};
 const requireHere = createRequire(import.meta.url);
 
@@ -55,6 +52,9 @@ export function provideHelpers(names: string[]): void {
   for (const n of names) helpers[n] ??= requireHere(`@oxc-project/runtime/helpers/${n}`);
 }
 
+let installed = false;
+
+/** Installs the routing into the process's globals. Idempotent. */
 export function installRuntime(): void {
   if (installed) return;
   installed = true;

@@ -3,14 +3,13 @@
  * child process and holds the program: the kernel's own heap keeps no syntax trees, and a changed cell is checked in
  * a millisecond or two. Files are virtual (never written) and live in the notebook's folder, so './x.ts' imports
  * resolve as at run time. A cell is checked as a module; each earlier cell stays in the program as a module of its
- * own that declares its live names globally, typed by its own inference (`declare global { let x: __servelab_x }`
- * beside `type __servelab_x = typeof x`), so no declaration has to be emitted and a later cell sees them as globals.
+ * own that declares its live names globally, typed by its own inference through aliases (cell_decls.ts:
+ * augmentation), so no declaration has to be emitted and a later cell sees them as globals.
  */
 import { dirname, join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Tsgo, type Diagnostic, type TsgoProject } from './tsgo.ts';
-
 import { augmentation, exportAll, shadow, toOriginal, topLevelNames, withModuleMarker, words, type TopLevel } from './cell_decls.ts';
 
 export interface CellDiagnostic {
