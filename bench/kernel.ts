@@ -47,7 +47,6 @@ export interface KernelBench {
   seconds: number;
 }
 
-
 const WARM_UP_SHARE = 0.3;
 export const MACHINE_GIB = 24;
 /** Left to the OS, JupyterHub and its proxy on a class machine (the class test measured the hub and proxy at 165 MiB). */
@@ -202,7 +201,6 @@ export function printKernel(b: KernelBench): string[] {
       ? [
           `  soak: ${b.soak.cells} cells in ${b.soak.kernels.length} kernels (${b.soak.interrupts} interrupts, ${b.soak.restarts} restart, errors: ${b.soak.errors.type} type, ${b.soak.errors.runtime} runtime, ${b.soak.errors.oom} out of memory); lost ${b.soak.lostOutputs}, out of order ${b.soak.outOfOrder}, late ${b.soak.lateOutputs}, hangs ${b.soak.hangs}, wrong outcomes ${b.soak.wrongOutcomes}`,
           `        resident set ${b.soak.rssMB.start} MB at the start, ${b.soak.rssMB.end} at the end, ${b.soak.rssMB.peak} at the peak; ${b.soak.growthPerCellKB} KB a cell after warm-up; cell p50 ${b.soak.cellMs.median} ms, largest ${b.soak.cellMs.max} ms (${b.soak.seconds.toFixed(0)} s)`,
-          `        ${JSON.stringify({ cells: b.soak.cells, lostOutputs: b.soak.lostOutputs, hangs: b.soak.hangs, interrupts: b.soak.interrupts, restarts: b.soak.restarts, rssMB: b.soak.rssMB })}`,
         ]
       : []),
     `  (${b.seconds.toFixed(0)} s)`,
