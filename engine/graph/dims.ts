@@ -25,10 +25,24 @@ export interface DimTerm {
   readonly coef: number;
   readonly syms: readonly string[];
 }
-type Poly = DimTerm[];
+type Poly = readonly DimTerm[];
+
+/** Parsed dims by their text: every run resolves its graph's symbolic dims, and a graph has few distinct ones. */
+const parsed = new Map<string, Poly>();
+const PARSED_MAX = 4096;
 
 function parse(d: Dim): Poly {
   if (typeof d === 'number') return norm([{ coef: d, syms: [] }]);
+  let p = parsed.get(d);
+  if (!p) {
+    if (parsed.size >= PARSED_MAX) parsed.clear();
+    p = parseText(d);
+    parsed.set(d, p);
+  }
+  return p;
+}
+
+function parseText(d: string): Poly {
   const terms: DimTerm[] = [];
   // 'past+seq-1' -> 'past', '+seq', '-1': each term keeps its sign.
   for (const raw of d.replace(/\s+/g, '').split(/(?=[+-])/)) {
