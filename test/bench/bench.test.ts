@@ -41,6 +41,14 @@ describe('servelab bench', () => {
     expect(rep.machine.cores).toBeGreaterThan(0);
     expect(rep.machine.peakGflops).toBeGreaterThan(1);
     expect(rep.machine.peakSource).toMatch(/^(measured|derived)/);
+    if (rep.machine.peakSource.startsWith('measured')) {
+      // The int8 loop does four products a 32-bit lane where the FMA does one: 2x the fp32 rate through vpmaddubsw and
+      // vpmaddwd on the FMA's two pipes (AVX2), 4x through vpdpbusd (VNNI); far outside that is a loop optimised away.
+      const ratio = rep.machine.int8PeakGops! / rep.machine.peakGflops;
+      expect(ratio, rep.machine.int8Path!).toBeGreaterThan(1.2);
+      expect(ratio, rep.machine.int8Path!).toBeLessThan(6);
+      for (const r of rep.results.filter((x) => x.dtype === 'int8')) expect(r.gflops).toBeLessThan(rep.machine.int8PeakGops!);
+    }
     expect(rep.results.length).toBe(6);
     for (const r of rep.results) {
       expect(Object.keys(r)).toEqual(expect.arrayContaining(['op', 'dtype', 'm', 'k', 'n', 'backend', 'gflops', 'ms']));
