@@ -109,17 +109,26 @@ export class Kernel {
       workerData: { controlUrl: endpoint(this.conn, this.conn.control_port), hbUrl: endpoint(this.conn, this.conn.hb_port) },
     });
     const controlReady = new Promise<void>((res, rej) => {
-      this.worker.once('message', (m) => (m.type === 'ready' ? res() : rej(new Error('control worker failed'))));
+      this.worker.once('message', (m: { type: string; error?: string }) => (m.type === 'ready' ? res() : rej(new Error(m.error ?? 'the control thread failed to start'))));
       this.worker.once('error', rej);
     });
-    await Promise.all([this.shell.bind(endpoint(this.conn, this.conn.shell_port)), this.iopub.bind(endpoint(this.conn, this.conn.iopub_port)), this.stdin.bind(endpoint(this.conn, this.conn.stdin_port))]);
+    // Awaited after the binds below; a failure meanwhile is not an orphan error.
+    controlReady.catch(() => {});
+    // A port taken meanwhile (the client chose it free, another process bound it first) ends the start with the
+    // channel and address named: Jupyter starts a kernel that dies before it answers again on fresh ports.
+    const bind = (sock: { bind(url: string): Promise<void> }, channel: string, port: number) => {
+      const url = endpoint(this.conn, port);
+      return sock.bind(url).catch((e: Error) => {
+        throw new Error(`cannot bind the ${channel} channel to ${url}: ${e.message}`);
+      });
+    };
+    await Promise.all([bind(this.shell, 'shell', this.conn.shell_port), bind(this.iopub, 'iopub', this.conn.iopub_port), bind(this.stdin, 'stdin', this.conn.stdin_port)]);
     this.publish('status', { execution_state: 'starting' }, null);
     // The first request is read once the checker is warm (its process started, its first program built, about
-    // 0.15 s): a kernel that answers kernel_info runs a cell at once, and a client's first cell does not wait
-    // behind the warm-up. Requests sent meanwhile wait in the socket.
-    await this.cells();
+    // 0.15 s) and the control thread is up: a kernel that answers kernel_info runs a cell at once, and a client's
+    // first cell does not wait behind the warm-up. Requests sent meanwhile wait in the socket.
+    await Promise.all([this.cells(), controlReady]);
     void this.shellLoop();
-    await controlReady;
     this.worker.on('message', (m: { type: string; frames?: Uint8Array[] }) => {
       if (m.type === 'message') this.receive(m.frames!.map((f) => Buffer.from(f)), 'control');
     });

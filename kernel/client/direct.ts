@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,16 +11,22 @@ import { decode, encode, header, Signer, type Message } from '../protocol/messag
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'servelab.js');
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
+/** n distinct ports free on the loopback now (each held until all are found, so none is picked twice). */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<Server>((res, rej) => {
+      const s = createServer();
+      s.once('error', rej);
+      s.listen(0, '127.0.0.1', () => res(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((res) => s.close(res))));
+  return ports;
 }
+
+/** Starts tried on fresh ports when another process took one of the chosen ports before the kernel bound it. */
+const START_TRIES = 3;
 
 export class DirectClient {
   readonly key = randomBytes(16).toString('hex');
@@ -41,17 +47,12 @@ export class DirectClient {
 
   constructor(private readonly opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {}
 
+  /**
+   * Starts the kernel and waits until it answers. Ports are free when chosen but bound by the kernel later, so one
+   * may be taken meanwhile: the kernel then exits naming it, and the start is tried again on fresh ports.
+   */
   async start(timeoutMs = 60_000): Promise<void> {
-    for (const n of ['shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port']) this.ports[n] = await freePort();
-    this.dir = mkdtempSync(join(tmpdir(), 'servelab-kernel-'));
-    const file = join(this.dir, 'connection.json');
-    writeFileSync(file, JSON.stringify({ ...this.ports, ip: '127.0.0.1', transport: 'tcp', key: this.key, signature_scheme: 'hmac-sha256' }));
-    this.proc = spawn(process.execPath, [BIN, 'kernel', 'start', '-f', file], { cwd: this.opts.cwd ?? process.cwd(), env: this.opts.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
-    this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
-    this.shell.connect(`tcp://127.0.0.1:${this.ports.shell_port}`);
-    this.control.connect(`tcp://127.0.0.1:${this.ports.control_port}`);
-    this.iopub.connect(`tcp://127.0.0.1:${this.ports.iopub_port}`);
-    this.iopub.subscribe();
+    // One reader per socket, across tries: a socket's connections change, not the socket.
     for (const sock of [this.shell, this.control]) {
       void (async () => {
         for await (const frames of sock) this.arrived(this.replies, decode(frames as Buffer[], this.signer));
@@ -65,6 +66,33 @@ export class DirectClient {
         this.arrived(this.iopubMsgs, m);
       }
     })().catch(() => {});
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startOnce(timeoutMs);
+      } catch (e) {
+        if (attempt >= START_TRIES || !this.exited || !/cannot bind/.test(this.stderr)) throw e;
+        this.shell.disconnect(`tcp://127.0.0.1:${this.ports.shell_port}`);
+        this.control.disconnect(`tcp://127.0.0.1:${this.ports.control_port}`);
+        this.iopub.disconnect(`tcp://127.0.0.1:${this.ports.iopub_port}`);
+        rmSync(this.dir, { recursive: true, force: true });
+        this.stderr = '';
+      }
+    }
+  }
+
+  private async startOnce(timeoutMs: number): Promise<void> {
+    const names = ['shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port'];
+    const ports = await freePorts(names.length);
+    names.forEach((n, i) => (this.ports[n] = ports[i]));
+    this.dir = mkdtempSync(join(tmpdir(), 'servelab-kernel-'));
+    const file = join(this.dir, 'connection.json');
+    writeFileSync(file, JSON.stringify({ ...this.ports, ip: '127.0.0.1', transport: 'tcp', key: this.key, signature_scheme: 'hmac-sha256' }));
+    this.proc = spawn(process.execPath, [BIN, 'kernel', 'start', '-f', file], { cwd: this.opts.cwd ?? process.cwd(), env: this.opts.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
+    this.shell.connect(`tcp://127.0.0.1:${this.ports.shell_port}`);
+    this.control.connect(`tcp://127.0.0.1:${this.ports.control_port}`);
+    this.iopub.connect(`tcp://127.0.0.1:${this.ports.iopub_port}`);
+    this.iopub.subscribe();
     // Up when it answers kernel_info and its iopub reaches us (a subscription takes a moment to connect).
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {

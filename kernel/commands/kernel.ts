@@ -24,7 +24,13 @@ export async function kernelCommand(args: string[]): Promise<number> {
     const globals = labGlobals();
     const kernel = new Kernel(readConnection(file), { prelude: labPrelude(), globals });
     attachComms(kernel.comms);
-    await kernel.start();
+    try {
+      await kernel.start();
+    } catch (e) {
+      // Its sockets and threads would keep the process alive without the channels a client needs.
+      console.error(`servelab kernel start: ${(e as Error).message}`);
+      process.exit(1);
+    }
     // The kernel runs until a shutdown_request or a signal ends the process.
     await new Promise(() => {});
     return 0;

@@ -7,8 +7,15 @@ import { Reply, Router } from 'zeromq';
 const { controlUrl, hbUrl } = workerData;
 const hb = new Reply();
 const control = new Router();
-await hb.bind(hbUrl);
-await control.bind(controlUrl);
+try {
+  await hb.bind(hbUrl).catch((e) => Promise.reject(new Error(`cannot bind the heartbeat channel to ${hbUrl}: ${e.message}`)));
+  await control.bind(controlUrl).catch((e) => Promise.reject(new Error(`cannot bind the control channel to ${controlUrl}: ${e.message}`)));
+} catch (e) {
+  hb.close();
+  control.close();
+  parentPort.postMessage({ type: 'failed', error: e.message });
+  process.exit(1);
+}
 
 (async () => {
   for await (const frames of hb) await hb.send(frames);

@@ -1,7 +1,10 @@
 /** The kernel over its real protocol: a test client on zeromq against `servelab kernel start`. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { execSync } from 'node:child_process';
+import { execSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { encode } from '../../kernel/protocol/message.ts';
 import { TestClient } from './client.ts';
 
@@ -246,5 +249,43 @@ describe('a kernel that dies', () => {
     } finally {
       await k.stop();
     }
+  }, 60_000);
+});
+
+describe('a kernel whose port is taken', () => {
+  // The client chooses free ports and the kernel binds them later: another process may take one meanwhile.
+  const BIN = join(import.meta.dirname, '..', '..', 'bin', 'servelab.js');
+  const held = async () => {
+    const s = createServer();
+    await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
+    return { server: s, port: (s.address() as { port: number }).port };
+  };
+  const startOn = async (taken: 'shell_port' | 'control_port' | 'hb_port') => {
+    const dir = mkdtempSync(join(tmpdir(), 'servelab-taken-'));
+    const servers = await Promise.all([held(), held(), held(), held(), held()]);
+    const names = ['shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port'];
+    const conn: Record<string, unknown> = { ip: '127.0.0.1', transport: 'tcp', key: 'k', signature_scheme: 'hmac-sha256' };
+    names.forEach((n, i) => (conn[n] = servers[i].port));
+    // Every port is released but the one under test.
+    for (const [i, n] of names.entries()) if (n !== taken) await new Promise((r) => servers[i].server.close(r));
+    writeFileSync(join(dir, 'connection.json'), JSON.stringify(conn));
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'kernel', 'start', '-f', join(dir, 'connection.json')], { encoding: 'utf8', timeout: 30_000 });
+      return { ...r, port: conn[taken] };
+    } finally {
+      servers[names.indexOf(taken)].server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  it.each([
+    ['shell_port', 'shell'],
+    ['control_port', 'control'],
+    ['hb_port', 'heartbeat'],
+  ] as const)('exits at once with the %s named, instead of running without that channel', async (taken, channel) => {
+    const r = await startOn(taken);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`servelab kernel start: cannot bind the ${channel} channel to tcp://127.0.0.1:${r.port}`);
+    expect(r.stderr).toMatch(/Address already in use/);
   }, 60_000);
 });
