@@ -237,7 +237,7 @@ async function gemv4(kind: string, quick: boolean): Promise<Gemv4> {
     const x = randomTensor(dev, [1, K], 9);
     const fwd = (l: Linear) => async () => (await l.forward(x)).dispose();
     const runs = quick ? 10 : 30;
-    const r = await ratioOf(fwd(fp32), fwd(int4), 3, runs);
+    const r = await ratioOf(fwd(fp32), fwd(int4), quick ? 3 : 7, runs);
     const p = await ratioOf(fwd(int4), async () => (await dev.run(exact, [x]))[0].dispose(), 3, runs);
     x.dispose();
     return { k: K, n: K, fp32Ms: r.aMs, int4Ms: r.bMs, speedup: r.ratio, int4ExactMs: p.bMs, polyRatio: p.ratio, sessionsPerLayer };
