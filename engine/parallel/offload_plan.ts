@@ -105,7 +105,7 @@ export function assertFits(dev: Device, needs: readonly SegmentNeed[], resident:
   const budget = dev.memory.budget;
   if (budget === null) return;
   if (resident > budget) {
-    throw new OutOfMemoryError(dev.name, resident, 0, budget, 'model states kept on the device (weights, and with offload none gradients and optimizer states)');
+    throw new OutOfMemoryError(dev.name, resident, 0, budget, "model states kept on the device (weights, and with offload 'none' the optimizer states; gradients are counted with each segment)");
   }
   const bad = needs.find((x) => resident + x.bytes > budget);
   if (bad) throw new SegmentOutOfMemoryError(dev.name, bad, resident, budget);
