@@ -253,7 +253,7 @@ export async function benchKv(kind: string, opts: { quick?: boolean } = {}): Pro
     log('  kv: memory held per layout, ShareGPT-like batch ...');
     const memory = await memoryRows(quick);
     notes.push(
-      `memory rows: a pooled cache of 1 layer x 1 kv head x head dim 1 keeps the books (its accounting is in token slots, the same for any model); bytes are those of ${memory.preset} at fp16, ${memory.presetBytesPerToken} bytes a token. Sequences are allocated as they stand mid-decode (cached length), paged without prefix caching.`,
+      `memory rows: a pooled cache of 1 layer x 1 kv head x head dim 1 keeps the books (its accounting is in token slots, the same for any model); bytes are those of ${memory.preset} at fp16, ${memory.presetBytesPerToken} bytes a token. Sequences are allocated as they stand mid-decode (cached length), paged without prefix caching; the batch is the one a server holds at a random moment of a long run (each request found in it in proportion to its output length, as an average over the run weighs it).`,
     );
     return {
       model: `${cfg.numLayers} layers, width ${cfg.hiddenSize}, ${cfg.numHeads} heads / ${cfg.numKvHeads} kv of ${cfg.headDim}`,
@@ -305,7 +305,7 @@ export function kvTargets(k: KvBench): Target[] {
     met: inRange,
     measured: pct(c.usedShare),
     goal: '20.4% .. 38.2%',
-    gap: inRange ? undefined : `${k.memory.context.map((x) => `${x.system.split(':')[0]} ${pct(x.usedShare)}`).join(', ')} (kvWaste, this batch mid-decode); the paper's figures average its whole serving experiment (OPT-13B, ShareGPT)`,
+    gap: inRange ? undefined : `${k.memory.context.map((x) => `${x.system.split(':')[0]} ${pct(x.usedShare)}`).join(', ')} (kvWaste, a running batch mid-decode); the paper's figures average its whole serving experiment (OPT-13B, ShareGPT)`,
   });
   const p = row('paged');
   t.push({ name: `paged KV memory (block ${k.memory.blockSize}) holds tokens in more than 96% of what it reserves`, met: p.usedShare > 0.96, measured: pct(p.usedShare), goal: '> 96%' });
@@ -343,7 +343,7 @@ export function printKv(k: KvBench): string[] {
   }
   pairs(`the decode step, static cache against a paged pool (${k.step.stepsPerTurn} steps a turn; plan: each cache's host work per step, static / paged)`, k.step.rows, 'static ms (IQR)');
   const m = k.memory;
-  out.push(`  KV memory, ${m.requests} ShareGPT-like requests mid-decode (mean ${m.meanLength.toFixed(0)} tokens cached, ${m.meanFinalLength.toFixed(0)} at the end), ${m.preset} fp16 ${(m.presetBytesPerToken / 1024).toFixed(0)} KiB/token:`);
+  out.push(`  KV memory, ${m.requests} ShareGPT-like requests running mid-decode (mean ${m.meanLength.toFixed(0)} tokens cached, ${m.meanFinalLength.toFixed(0)} at the end), ${m.preset} fp16 ${(m.presetBytesPerToken / 1024).toFixed(0)} KiB/token:`);
   for (const r of m.rows) {
     out.push(`    ${r.layout.padEnd(11)} used ${(100 * r.usedShare).toFixed(1).padStart(5)}% of ${r.presetReservedGiB.toFixed(1)} GiB reserved (reservation ${r.reservation}, internal ${r.internalFragmentation}, external ${r.externalFragmentation} slots); kvWaste ${(100 * r.kvWasteShare).toFixed(1)}%${r.agrees ? ', equal' : ', DIFFERENT'}`);
   }

@@ -1,7 +1,8 @@
 /**
  * KV memory per layout on a ShareGPT-like batch mid-decode (vLLM, Kwon et al. SOSP 2023, Figs. 1-2): the share of what
  * each reserves that holds tokens, from a pooled cache's own bookkeeping against kvWaste, and how many such requests fit
- * one memory budget.
+ * one memory budget. The batch is the one a server holds at a random moment of a long run (long requests found in it
+ * in proportion to their output length), so its shares are what the paper's average over a serving run measures.
  */
 import { createDevice, type Device } from '../engine/index.ts';
 import { KvCacheError, kvWaste, PoolKvCache, shareGptLikeBatch, type KvLayout, type PoolLayout, type SeqLength } from '../engine/kv/index.ts';
@@ -121,7 +122,7 @@ export async function memoryRows(quick: boolean): Promise<KvMemoryBench> {
   try {
     const requests = quick ? 200 : 1000;
     const seed = 0;
-    const batch = shareGptLikeBatch(requests, seed, { maxSeqLen: MAX_SEQ_LEN });
+    const batch = shareGptLikeBatch(requests, seed, { maxSeqLen: MAX_SEQ_LEN, sample: 'running' });
     const presetBytesPerToken = kvBytesPerToken(OPT_13B, 2);
     const layouts: PoolLayout[] = ['contiguous', 'paged', 'token'];
     const rows: UsageRow[] = [];

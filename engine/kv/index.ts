@@ -9,7 +9,7 @@ export { BlockManager, hashBlock, type SeqId, type BlockCopy, type AppendResult,
 export { TokenPool } from './token_pool.ts';
 export { RadixCache, type RadixNode, type RadixMatch } from './radix_cache.ts';
 export { kvWaste, kvWasteForModel, type KvLayout, type SeqLength, type KvWaste } from './waste.ts';
-export { shareGptLikeLengths, shareGptLikeBatch, type RequestLengths, type ShareGptLikeOptions } from './sharegpt.ts';
+export { shareGptLikeLengths, shareGptLikeBatch, type RequestLengths, type ShareGptLikeOptions, type ShareGptLikeBatchOptions } from './sharegpt.ts';
 export { RegionPool, type Region } from './region_pool.ts';
 export { KvPool } from './kv_pool.ts';
 export { StaticKvCache } from './static_cache.ts';

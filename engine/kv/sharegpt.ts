@@ -39,12 +39,39 @@ export function shareGptLikeLengths(n: number, seed: number, opts: ShareGptLikeO
   });
 }
 
+export interface ShareGptLikeBatchOptions extends ShareGptLikeOptions {
+  /**
+   * 'requests' (default): the first n requests of the stream, each caught at a uniform point of its output.
+   * 'running': the batch a server holds at a random moment of a long run. A request stays in that batch for as many
+   * iterations as it has output tokens, so it is found there with probability proportional to its output length (the
+   * inspection paradox: long requests are over-represented in any snapshot); what a time average over a serving run,
+   * as the vLLM paper's Fig. 2, sees.
+   */
+  sample?: 'requests' | 'running';
+}
+
 /**
- * A running batch caught mid-decode: each request has produced a uniform 0..output of its tokens, so
- * `length` = input + produced and `finalLength` = input + output (what the accounting needs to split reservation).
+ * A batch caught mid-decode: each request has produced a uniform 0..output of its tokens, so `length` = input +
+ * produced and `finalLength` = input + output (what the accounting needs to split reservation).
  */
-export function shareGptLikeBatch(n: number, seed: number, opts: ShareGptLikeOptions = {}): SeqLength[] {
-  const reqs = shareGptLikeLengths(n, seed, opts);
+export function shareGptLikeBatch(n: number, seed: number, opts: ShareGptLikeBatchOptions = {}): SeqLength[] {
+  const reqs = opts.sample === 'running' ? runningRequests(n, seed, opts) : shareGptLikeLengths(n, seed, opts);
   const rng = new Rng(seed ^ 0x5eed);
   return reqs.map(({ input, output }) => ({ length: input + rng.uniformInt(output + 1), finalLength: input + output }));
+}
+
+/** n requests drawn with probability proportional to their output length: each of the stream's kept with output / maxSeqLen. */
+function runningRequests(n: number, seed: number, opts: ShareGptLikeOptions): RequestLengths[] {
+  checkCount('shareGptLikeBatch', 'n', n, 0);
+  const maxSeqLen = opts.maxSeqLen ?? 2048;
+  const keep = new Rng(seed ^ 0x7a11);
+  const out: RequestLengths[] = [];
+  // Chunks of the stream, each seeded from the last, until n are kept (about maxSeqLen / mean output draws each).
+  for (let chunk = 0; out.length < n; chunk++) {
+    for (const r of shareGptLikeLengths(Math.max(64, 4 * n), (seed + chunk * 0x9e3779b1) >>> 0, opts)) {
+      if (keep.uniform() * maxSeqLen < r.output) out.push(r);
+      if (out.length === n) break;
+    }
+  }
+  return out;
 }
