@@ -73,6 +73,8 @@ export async function packGpuCheck(opts: { out?: string } = {}): Promise<string>
       banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
       logLevel: 'error',
     });
+    // The peak loops, compiled on the GPU machine where it has a C compiler (bench/peak.ts reads it beside the app).
+    cpSync(join(ROOT, 'bench', 'peak.c'), join(stage, 'peak.c'));
     log('[2/4] copying node, onnxruntime-node (linux-x64 only) and libvulkan ...');
     cpSync(process.execPath, join(stage, 'node'));
     const ortSrc = join(ROOT, 'node_modules', 'onnxruntime-node');

@@ -36,6 +36,10 @@ describe('gpu-check bundle', () => {
       execFileSync('bash', [join(clean, 'gpu-check', 'run.sh'), '--quick'], { cwd: clean, env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
       const result = JSON.parse(readFileSync(join(clean, 'out', 'gpu-check-result.json'), 'utf8'));
       expect(result.webgpu.available).toBe(true);
+      // The host CPU's processor-bound targets, with its peaks (the loops compiled there when it has a compiler).
+      expect(result.cpu.peak.source).toMatch(/^(measured|derived)/);
+      expect(result.cpu.targets.int8OverFp32).toBeGreaterThan(0);
+      expect(result.cpu.targets.int4DecodeOverFp32).toBeGreaterThan(0);
       expect(result.adapter.name.length).toBeGreaterThan(0);
       expect(result.ops.failed).toBe(0);
       expect(result.ops.passed).toBeGreaterThan(40);
