@@ -1,6 +1,6 @@
 /** A ShareGPT-like workload: log-normal prompt and output lengths with the means the vLLM paper reports (161 and 338 tokens). */
 import { Rng } from '../train/rng.ts';
-import { checkCount } from './errors.ts';
+import { checkCount, KvCacheError } from './errors.ts';
 import type { SeqLength } from './waste.ts';
 
 export interface RequestLengths {
@@ -68,6 +68,9 @@ function runningRequests(n: number, seed: number, opts: ShareGptLikeOptions): Re
   const out: RequestLengths[] = [];
   // Chunks of the stream, each seeded from the last, until n are kept (about maxSeqLen / mean output draws each).
   for (let chunk = 0; out.length < n; chunk++) {
+    if (chunk === 64 && out.length === 0) {
+      throw new KvCacheError('shareGptLikeBatch', 'invalid-argument', `no request of the stream has output tokens to be running with (maxSeqLen ${maxSeqLen} leaves none after the prompts)`);
+    }
     for (const r of shareGptLikeLengths(Math.max(64, 4 * n), (seed + chunk * 0x9e3779b1) >>> 0, opts)) {
       if (keep.uniform() * maxSeqLen < r.output) out.push(r);
       if (out.length === n) break;

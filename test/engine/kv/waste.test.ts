@@ -109,4 +109,8 @@ describe('a running ShareGPT-like batch', () => {
     expect(contiguous.usedShare).toBeGreaterThan(0.2);
     expect(contiguous.usedShare).toBeLessThan(0.3);
   });
+
+  it('a context with no room for output after the prompts is a clear error, not an endless draw', () => {
+    expect(() => shareGptLikeBatch(3, 0, { maxSeqLen: 4, meanInput: 1000, sample: 'running' })).toThrow(/no request of the stream has output tokens.*\(invalid-argument\)/);
+  });
 });
