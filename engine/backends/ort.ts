@@ -114,6 +114,8 @@ export class OrtBackend implements Backend {
       release: () =>
         (released ??= (async () => {
           if (c.buffers.size > 0) await this.deviceMemory!.rehome(c.buffers);
+          // A session released before its first run still has its profile open: end it, and leave no file behind.
+          if (c.profilePrefix) this.readPlacement(c, false);
           await session.release();
           this.live.delete(c);
         })()),
@@ -150,8 +152,8 @@ export class OrtBackend implements Backend {
     });
   }
 
-  /** Records, from the session's profile, the provider of every node that ran, then stops profiling it. */
-  private readPlacement(c: OrtExecutable): void {
+  /** Records, from the session's profile, the provider of every node that ran (unless `read` is false), then stops profiling it and removes the profile's files. */
+  private readPlacement(c: OrtExecutable, read = true): void {
     const prefix = c.profilePrefix!;
     c.profilePrefix = null;
     c.session.endProfiling();
@@ -160,6 +162,7 @@ export class OrtBackend implements Backend {
     for (const f of readdirSync(dir).filter((n) => n.startsWith(`${base}_`))) {
       const path = join(dir, f);
       try {
+        if (!read) continue;
         const events = JSON.parse(readFileSync(path, 'utf8')) as { cat?: string; args?: { op_name?: string; provider?: string } }[];
         for (const e of events) {
           if (e.cat !== 'Node' || !e.args?.op_name || !e.args.provider) continue;
