@@ -2,7 +2,14 @@
 import * as ort from 'onnxruntime-node';
 import { Graph, type Device } from '../engine/index.ts';
 import { OrtBackend } from '../engine/backends/ort.ts';
-import { timeCallUs, timeIt } from './stats.ts';
+import { median, timeCallUs, timeIt } from './stats.ts';
+
+/** us per call of one batch of `inner` calls. */
+async function batchUs(fn: () => Promise<unknown>, inner: number): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < inner; i++) await fn();
+  return ((performance.now() - t0) * 1000) / inner;
+}
 
 export interface Overhead {
   what: string;
@@ -22,13 +29,23 @@ async function measure(dev: Device, graph: Graph, shapes: number[][], inner: num
     for (const o of await dev.run(graph, feeds)) o.dispose();
   };
   const rawRun = () => session.run(raw);
-  // Interleave the two, twice, and keep the better of each: drift on a shared machine hits both alike.
-  let engineUs = Infinity;
-  let rawUs = Infinity;
-  for (let round = 0; round < 2; round++) {
-    rawUs = Math.min(rawUs, await timeCallUs(rawRun, inner, batches));
-    engineUs = Math.min(engineUs, await timeCallUs(engine, inner, batches));
+  // Batches of the two interleaved, the order alternating, and the median of each: load on a shared machine comes
+  // and goes within a second, and a batch of one right beside a batch of the other sees the same.
+  await timeCallUs(rawRun, inner, 1);
+  await timeCallUs(engine, inner, 1);
+  const raws: number[] = [];
+  const engines: number[] = [];
+  for (let b = 0; b < 2 * batches; b++) {
+    if (b % 2 === 0) {
+      raws.push(await batchUs(rawRun, inner));
+      engines.push(await batchUs(engine, inner));
+    } else {
+      engines.push(await batchUs(engine, inner));
+      raws.push(await batchUs(rawRun, inner));
+    }
   }
+  const engineUs = median(engines);
+  const rawUs = median(raws);
   for (const f of feeds) f.dispose();
   await exe.release();
   return { what: graph.name, engineUs, rawUs };
