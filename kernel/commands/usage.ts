@@ -121,7 +121,7 @@ export const COMMANDS: Record<string, Command> = {
   },
   bench: {
     synopsis: ['bench [--json] [--out FILE] [--quick] [--device cpu|webgpu]'],
-    summary: 'GEMM throughput (fp32, int8, 4-bit), engine overhead, fp32 peak; targets checked',
+    summary: 'GEMM throughput (fp32, int8, 4-bit), engine overhead, fp32 and int8 peaks; targets checked',
     options: [
       ['--json', 'print the results as JSON'],
       ['--out FILE', 'also save them to FILE'],
