@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { adapterInfo, cpuInfo, createDevice, webgpuUnavailable } from '../engine/index.ts';
 import { CASES, runCase, type CaseResult } from './op_cases.ts';
 import { benchGemm, SHAPES, type GemmResult } from './gemm.ts';
-import { fp32Peak } from './peak.ts';
+import { arithmeticPeaks } from './peak.ts';
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -69,7 +69,7 @@ async function main(): Promise<number> {
  * 4-bit decode GEMV 1x4096x4096 at least 5x fp32, with the machine's fp32 and int8 multiply-add peaks.
  */
 async function cpuTargets(): Promise<Record<string, unknown>> {
-  const peak = fp32Peak(join(tmpdir(), 'servelab-peak'));
+  const peak = arithmeticPeaks(join(tmpdir(), 'servelab-peak'));
   log(`cpu: fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s${peak.int8 ? `, int8 peak ${peak.int8.gops.toFixed(0)} GOP/s (${peak.int8.path})` : ''}`);
   const dev = await createDevice('cpu');
   try {

@@ -2,7 +2,7 @@
 import * as ort from 'onnxruntime-node';
 import { Graph, type Device } from '../engine/index.ts';
 import { OrtBackend } from '../engine/backends/ort.ts';
-import { median, timeCallUs, timeIt } from './stats.ts';
+import { median, timeIt } from './stats.ts';
 
 /** us per call of one batch of `inner` calls. */
 async function batchUs(fn: () => Promise<unknown>, inner: number): Promise<number> {
@@ -31,8 +31,8 @@ async function measure(dev: Device, graph: Graph, shapes: number[][], inner: num
   const rawRun = () => session.run(raw);
   // Batches of the two interleaved, the order alternating, and the median of each: load on a shared machine comes
   // and goes within a second, and a batch of one right beside a batch of the other sees the same.
-  await timeCallUs(rawRun, inner, 1);
-  await timeCallUs(engine, inner, 1);
+  await batchUs(rawRun, inner);
+  await batchUs(engine, inner);
   const raws: number[] = [];
   const engines: number[] = [];
   for (let b = 0; b < 2 * batches; b++) {

@@ -42,7 +42,7 @@ function bestOf<T extends { seconds: number }>(bin: string, cores: number, mode:
   return best!;
 }
 
-export function fp32Peak(cacheDir = join(here, '..', '.cache')): Peak {
+export function arithmeticPeaks(cacheDir = join(here, '..', '.cache')): Peak {
   const cpu = cpuInfo();
   try {
     const bin = peakBinary(cacheDir);

@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import { cpuInfo, createDevice, type Device } from '../engine/index.ts';
 import { benchGemm, SHAPES, type GemmResult } from './gemm.ts';
 import { gemmOverhead, tinyOpOverhead, type Overhead } from './overhead.ts';
-import { fp32Peak } from './peak.ts';
+import { arithmeticPeaks } from './peak.ts';
 import { benchQuant, printQuant, type QuantBench } from './quant.ts';
 import { benchEngine, printEngine, type EngineBench } from './engine.ts';
 import { benchThreads, printThreads, type ThreadsBench } from './threads.ts';
@@ -68,7 +68,7 @@ export async function runBench(opts: { device?: string; quick?: boolean } = {}):
   const dev: Device = await createDevice(kind);
   const cpu = cpuInfo();
   log(`servelab bench on ${dev.name} (${cpu.model}, ${cpu.cores} cores)`);
-  const peak = fp32Peak();
+  const peak = arithmeticPeaks();
   log(`  fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${peak.source})${peak.int8 ? `; int8 peak ${peak.int8.gops.toFixed(0)} GOP/s (${peak.int8.path})` : ''}`);
   const shapes = opts.quick ? SHAPES.filter(([m, k]) => m <= 256 || k === 4096) : SHAPES;
   const results: GemmResult[] = [];
